@@ -46,10 +46,11 @@ def load_group(group: str, settings: Settings | None = None) -> dict[str, Plugin
         if not _allowed(dist, settings):
             log.debug("plugin %s from %s not in OPTC_PLUGINS; skipped", entry.name, dist)
             continue
-        if entry.name in found and found[entry.name].distribution != dist:
+        first = found.get(entry.name)
+        if first is not None and first.distribution != dist:
             raise PluginError(
-                f"{group} name {entry.name!r} is registered twice: by {found[entry.name].distribution}"
-                f" ({found[entry.name].value}) and by {dist} ({entry.value})")
+                f"{group} name {entry.name!r} is registered twice: by {first.distribution}"
+                f" ({first.value}) and by {dist} ({entry.value})")
         if entry.name in found:
             continue  # the same distribution seen twice on sys.path
         try:

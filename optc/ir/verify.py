@@ -108,7 +108,8 @@ def _static_dims_disagree(a: tuple | None, b: tuple | None) -> bool:
         return False
     if len(a) != len(b):
         return True
-    return any(isinstance(x, int) and isinstance(y, int) and x != y for x, y in zip(a, b))
+    pairs = zip(a, b, strict=True)
+    return any(isinstance(x, int) and isinstance(y, int) and x != y for x, y in pairs)
 
 
 def type_problems(graph: Graph) -> list[str]:
