@@ -1,0 +1,1 @@
+"""The ``optc`` command line: one module per subcommand, each a thin call into the API."""
