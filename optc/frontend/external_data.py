@@ -3,7 +3,8 @@
 A model names each external tensor's file in its ``location`` field. A hostile or
 careless model could point it at ``../../etc/passwd`` or an absolute path; optc
 refuses any location that does not resolve (symlinks included) inside the model's
-own folder, and reports missing or short files as bad input rather than crashing.
+own folder, and reports missing or short files and symbolic links (which onnx's
+reader refuses) as bad input rather than crashing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def load_external_data_safely(model: onnx.ModelProto, base_dir: Path) -> None:
     if has_external:
         try:
             external_data_helper.load_external_data_for_model(model, str(base))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, onnx.checker.ValidationError) as exc:
             raise InvalidModelError(f"cannot load external data: {exc}") from exc
 
 
@@ -51,6 +52,11 @@ def _check_reference(tensor: onnx.TensorProto, base: Path) -> None:
     if target != base and base not in target.parents:
         raise InvalidModelError(
             f"tensor {tensor.name!r}: external data path {location!r} escapes the model's folder")
+    if (base / location).is_symlink():
+        # onnx's reader refuses links outright; say so before it fails with a traceback.
+        raise InvalidModelError(
+            f"tensor {tensor.name!r}: external data file {location!r} is a symbolic link; "
+            "store the data file itself next to the model")
     if not target.is_file():
         raise InvalidModelError(
             f"tensor {tensor.name!r}: external data file {location!r} not found next to the model")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,9 +11,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from optc.errors import InvalidModelError
-from optc.frontend.dtypes import dtype_to_onnx
-from optc.ir.graph import Graph, Node, Value
+from optc.errors import UserInputError
+from optc.frontend.dtypes import type_to_onnx
+from optc.ir.graph import Graph, Node, TypeAttr, Value
 
 EXTERNAL_DATA_THRESHOLD = 1 << 30
 """Models whose parameters exceed this many bytes are saved with external data (ONNX
@@ -51,7 +50,20 @@ def save_onnx(graph: Graph, path: str | os.PathLike[str], external_data: bool | 
         external_data = graph.param_bytes() > EXTERNAL_DATA_THRESHOLD
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise InvalidModelError(f"{path}: output folder {parent} does not exist")
+        raise UserInputError(f"{path}: output folder {parent} does not exist")
+    if path.is_dir():
+        raise UserInputError(f"{path}: is a directory; give a file name for the model")
+    try:
+        _write_atomically(model, path, parent, external_data)
+    except OSError as exc:
+        raise UserInputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def _write_atomically(model: onnx.ModelProto, path: Path, parent: Path,
+                      external_data: bool) -> None:
+    # Write into a temp folder beside the target (same file system), then rename: a
+    # reader never sees a half-written model and a failure leaves nothing behind.
     data_name = path.name + ".data"
     with tempfile.TemporaryDirectory(dir=parent, prefix=".optc-") as tmp:
         tmp_model = Path(tmp) / path.name
@@ -59,11 +71,11 @@ def save_onnx(graph: Graph, path: str | os.PathLike[str], external_data: bool | 
             onnx.save_model(model, str(tmp_model), save_as_external_data=True,
                             all_tensors_to_one_file=True, location=data_name,
                             size_threshold=1024)
-            shutil.move(str(Path(tmp) / data_name), str(parent / data_name))
+            if (Path(tmp) / data_name).exists():  # absent when no tensor passed the threshold
+                os.replace(Path(tmp) / data_name, parent / data_name)
         else:
             onnx.save_model(model, str(tmp_model))
         os.replace(tmp_model, path)
-    return path
 
 
 def _graph_to_proto(graph: Graph, keep_value_types: bool) -> onnx.GraphProto:
@@ -91,6 +103,10 @@ def _node_to_proto(node: Node, keep_value_types: bool) -> onnx.NodeProto:
 def _make_attribute(key: str, value: Any, keep_value_types: bool) -> onnx.AttributeProto:
     if isinstance(value, np.ndarray):
         return helper.make_attribute(key, _array_to_tensor("", value))
+    if isinstance(value, TypeAttr):
+        return helper.make_attribute(key, type_to_onnx(value.dtype, value.shape))
+    if isinstance(value, tuple) and value and isinstance(value[0], TypeAttr):
+        return helper.make_attribute(key, [type_to_onnx(t.dtype, t.shape) for t in value])
     if isinstance(value, Graph):
         return helper.make_attribute(key, _graph_to_proto(value, keep_value_types))
     if isinstance(value, tuple) and value and isinstance(value[0], Graph):
@@ -114,5 +130,4 @@ def value_to_onnx(value: Value) -> onnx.ValueInfoProto:
     """An ONNX value info for ``value`` (unknown dims stay unnamed)."""
     if value.dtype is None and value.shape is None:
         return helper.make_empty_tensor_value_info(value.name)
-    shape = None if value.shape is None else [d for d in value.shape]
-    return helper.make_tensor_value_info(value.name, dtype_to_onnx(value.dtype), shape)
+    return helper.make_value_info(value.name, type_to_onnx(value.dtype, value.shape))

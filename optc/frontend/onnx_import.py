@@ -18,9 +18,9 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from optc.errors import InvalidModelError
-from optc.frontend.dtypes import dtype_from_onnx
+from optc.frontend.dtypes import dtype_from_onnx, dtype_from_type_proto
 from optc.frontend.external_data import load_external_data_safely
-from optc.ir.graph import Dim, Graph, Node, Value
+from optc.ir.graph import Dim, Graph, Node, Shape, TypeAttr, Value
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ def load_onnx(path: str | os.PathLike[str], infer_shapes: bool = True) -> Graph:
 def read_onnx_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Parse and check an ONNX file, loading external data from inside its folder only."""
     path = Path(path)
+    if path.is_dir():
+        raise InvalidModelError(f"{path}: is a directory, not an ONNX model file")
     if not path.is_file():
         raise InvalidModelError(f"{path}: no such model file")
     try:
@@ -63,7 +65,7 @@ def from_onnx(model: onnx.ModelProto, infer_shapes: bool = True) -> Graph:
         model = _with_inferred_shapes(model)
     opsets = {op.domain or "": op.version for op in model.opset_import}
     metadata = {p.key: p.value for p in model.metadata_props}
-    return _graph_from_proto(model.graph, opsets, metadata, outer_types={})
+    return _graph_from_proto(model.graph, outer_types={}, opsets=opsets, metadata=metadata)
 
 
 def _with_inferred_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -75,8 +77,10 @@ def _with_inferred_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
-def _graph_from_proto(proto: onnx.GraphProto, opsets: dict[str, int], metadata: dict[str, str],
-                      outer_types: dict[str, Value]) -> Graph:
+def _graph_from_proto(proto: onnx.GraphProto, outer_types: dict[str, Value],
+                      opsets: dict[str, int] | None = None,
+                      metadata: dict[str, str] | None = None) -> Graph:
+    """A graph or a control-flow body; bodies have no opsets of their own (they inherit)."""
     if proto.sparse_initializer:
         raise InvalidModelError("sparse initializers are not supported")
     params = {init.name: _tensor_to_array(init) for init in proto.initializer}
@@ -85,22 +89,20 @@ def _graph_from_proto(proto: onnx.GraphProto, opsets: dict[str, int], metadata: 
         types[vi.name] = value_from_onnx(vi)
     # Old models (IR < 4) list initializers as inputs too; they are parameters here.
     inputs = tuple(types[vi.name] for vi in proto.input if vi.name not in params)
-    nodes = tuple(_node_from_proto(n, types, opsets) for n in proto.node)
+    nodes = tuple(_node_from_proto(n, types) for n in proto.node)
     outputs = tuple(types[vi.name] for vi in proto.output)
     return Graph(inputs, nodes, outputs, params, name=proto.name or "main",
-                 opsets=opsets, metadata=metadata)
+                 opsets=opsets or {}, metadata=metadata or {})
 
 
-def _node_from_proto(proto: onnx.NodeProto, types: dict[str, Value],
-                     opsets: dict[str, int]) -> Node:
-    attrs = {a.name: _attr_value(a, types, opsets) for a in proto.attribute}
+def _node_from_proto(proto: onnx.NodeProto, types: dict[str, Value]) -> Node:
+    attrs = {a.name: _attr_value(a, types) for a in proto.attribute}
     outputs = tuple(types.get(name, Value(name)) for name in proto.output)
     return Node(proto.op_type, tuple(proto.input), outputs, attrs,
                 domain="" if proto.domain == "ai.onnx" else proto.domain, name=proto.name)
 
 
-def _attr_value(attr: onnx.AttributeProto, types: dict[str, Value],
-                opsets: dict[str, int]) -> Any:
+def _attr_value(attr: onnx.AttributeProto, types: dict[str, Value]) -> Any:
     if attr.ref_attr_name:
         raise InvalidModelError(f"attribute {attr.name!r} refers to a function attribute")
     kind = attr.type
@@ -113,7 +115,7 @@ def _attr_value(attr: onnx.AttributeProto, types: dict[str, Value],
     if kind == _A.TENSOR:
         return _tensor_to_array(attr.t)
     if kind == _A.GRAPH:
-        return _graph_from_proto(attr.g, opsets, {}, types)
+        return _graph_from_proto(attr.g, types)
     if kind == _A.FLOATS:
         return tuple(float(x) for x in attr.floats)
     if kind == _A.INTS:
@@ -121,9 +123,20 @@ def _attr_value(attr: onnx.AttributeProto, types: dict[str, Value],
     if kind == _A.STRINGS:
         return tuple(_decode(s) for s in attr.strings)
     if kind == _A.GRAPHS:
-        return tuple(_graph_from_proto(g, opsets, {}, types) for g in attr.graphs)
+        return tuple(_graph_from_proto(g, types) for g in attr.graphs)
+    if kind == _A.TYPE_PROTO:
+        return TypeAttr(*_attr_type(attr.tp, attr.name))
+    if kind == _A.TYPE_PROTOS:
+        return tuple(TypeAttr(*_attr_type(tp, attr.name)) for tp in attr.type_protos)
     raise InvalidModelError(
         f"attribute {attr.name!r} has type {_A.AttributeType.Name(kind)}, not supported")
+
+
+def _attr_type(type_proto: onnx.TypeProto, name: str) -> tuple[str, Shape]:
+    dtype, shape = type_from_onnx(type_proto, f"type attribute {name!r}")
+    if dtype is None:
+        raise InvalidModelError(f"type attribute {name!r} has no element type")
+    return dtype, shape
 
 
 def _decode(raw: bytes) -> str | bytes:
@@ -136,30 +149,39 @@ def _decode(raw: bytes) -> str | bytes:
 def _tensor_to_array(tensor: onnx.TensorProto) -> np.ndarray:
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         raise InvalidModelError(f"tensor {tensor.name!r}: external data was not loaded")
-    return numpy_helper.to_array(tensor)
+    try:
+        return numpy_helper.to_array(tensor)
+    except (ValueError, TypeError, KeyError) as exc:  # data size disagrees with dims/type
+        raise InvalidModelError(f"tensor {tensor.name!r} is malformed: {_first_line(exc)}") \
+            from exc
 
 
 def value_from_onnx(info: onnx.ValueInfoProto) -> Value:
-    """A ``Value`` from an ONNX value info; non-tensor types are refused."""
-    kind = info.type.WhichOneof("value")
-    if kind is None:
+    """A ``Value`` from an ONNX value info: tensors, sequences and optionals (maps refused)."""
+    if info.type.WhichOneof("value") is None:
         return Value(info.name)
-    if kind != "tensor_type":
-        raise InvalidModelError(
-            f"value {info.name!r} has ONNX type {kind}; only tensor values are supported")
-    tensor = info.type.tensor_type
+    dtype, shape = type_from_onnx(info.type, f"value {info.name!r}")
+    return Value(info.name, dtype, shape)
+
+
+def type_from_onnx(type_proto: onnx.TypeProto, where: str) -> tuple[str | None, Shape]:
+    """(dtype, shape) of an ONNX type; containers have no shape (see ``optc.ir.dtypes``)."""
+    if type_proto.WhichOneof("value") != "tensor_type":
+        return dtype_from_type_proto(type_proto, where), None
+    tensor = type_proto.tensor_type
     dtype = dtype_from_onnx(tensor.elem_type)
     if not tensor.HasField("shape"):
-        return Value(info.name, dtype, None)
+        return dtype, None
     dims: list[Dim] = []
     for dim in tensor.shape.dim:
-        if dim.HasField("dim_value"):
+        # ONNX inference can leave -1 (its "unknown" in some ops' data propagation).
+        if dim.HasField("dim_value") and dim.dim_value >= 0:
             dims.append(int(dim.dim_value))
-        elif dim.HasField("dim_param"):
+        elif dim.HasField("dim_param") and dim.dim_param:
             dims.append(dim.dim_param)
         else:
             dims.append(None)
-    return Value(info.name, dtype, tuple(dims))
+    return dtype, tuple(dims)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -39,5 +39,6 @@ def from_torch(module: Any, example_inputs: Sequence[Any] | Any, *,
         with torch.no_grad():
             torch.onnx.export(module, args, str(path), input_names=input_names,
                               output_names=output_names, dynamic_axes=dynamic_axes,
-                              opset_version=opset, dynamo=dynamo)
+                              opset_version=opset, dynamo=dynamo,
+                              verbose=False)  # the dynamo exporter prints progress otherwise
         return load_onnx(path)

@@ -1,7 +1,10 @@
-"""optc's graph IR: immutable ``Graph`` / ``Node`` / ``Value``, verifier, text form."""
+"""optc's graph IR: immutable ``Graph`` / ``Node`` / ``Value``, verifier, text form.
+
+Edit helpers for passes live in ``optc.ir.rewrite``; dtype names in ``optc.ir.dtypes``.
+"""
 
 from optc.ir.annotations import Annotation, FusionGroup, Precision, Routing, Timesteps
-from optc.ir.graph import Dim, Graph, Node, Shape, Value, node_reads, outer_reads
+from optc.ir.graph import Dim, Graph, Node, Shape, TypeAttr, Value, node_reads, outer_reads
 from optc.ir.hashing import structurally_equal
 from optc.ir.nx_view import to_networkx
 from optc.ir.text_parse import parse_graph
@@ -10,6 +13,6 @@ from optc.ir.verify import IRVerificationError, verify
 
 __all__ = [
     "Annotation", "Dim", "FusionGroup", "Graph", "IRVerificationError", "Node", "Precision",
-    "Routing", "Shape", "Timesteps", "Value", "node_reads", "outer_reads", "parse_graph",
-    "print_graph", "structurally_equal", "tensor_store", "to_networkx", "verify",
+    "Routing", "Shape", "Timesteps", "TypeAttr", "Value", "node_reads", "outer_reads",
+    "parse_graph", "print_graph", "structurally_equal", "tensor_store", "to_networkx", "verify",
 ]

@@ -51,6 +51,15 @@ class Value:
     shape: Shape = None
     annotations: tuple[Annotation, ...] = ()
 
+    def __post_init__(self) -> None:
+        # Accept lists and numpy ints from callers, store hashable immutable tuples.
+        if self.shape is not None and not (type(self.shape) is tuple and all(
+                d is None or type(d) in (int, str) for d in self.shape)):
+            object.__setattr__(self, "shape", tuple(
+                int(d) if isinstance(d, np.integer) else d for d in self.shape))
+        if type(self.annotations) is not tuple:
+            object.__setattr__(self, "annotations", tuple(self.annotations))
+
     @property
     def rank(self) -> int | None:
         return None if self.shape is None else len(self.shape)
@@ -64,12 +73,20 @@ class Value:
         return dataclasses.replace(self, dtype=dtype, shape=shape)
 
 
+@dataclasses.dataclass(frozen=True)
+class TypeAttr:
+    """A type given as an attribute value (ONNX ``TYPE_PROTO``, e.g. ``Optional``'s ``type``)."""
+
+    dtype: str
+    shape: Shape = None
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Node:
     """One operation. ``inputs`` name values ('' marks an omitted optional input).
 
     ``attrs`` hold ints, floats, strings, bytes, tuples of those, numpy arrays
-    (tensor attributes) and ``Graph`` s (control-flow bodies).
+    (tensor attributes), ``TypeAttr`` s and ``Graph`` s (control-flow bodies).
     """
 
     op: str
@@ -83,7 +100,9 @@ class Node:
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
-        object.__setattr__(self, "attrs", frozen_mapping(self.attrs))
+        if not isinstance(self.attrs, MappingProxyType):  # a proxy comes from another Node
+            attrs = {key: _freeze_attr(value) for key, value in self.attrs.items()}
+            object.__setattr__(self, "attrs", frozen_mapping(attrs))
         object.__setattr__(self, "annotations", tuple(self.annotations))
 
     @property
@@ -94,6 +113,9 @@ class Node:
         return self.attrs.get(key, default)
 
     def replace(self, **changes: Any) -> Node:
+        """A copy with some fields replaced; ``self`` itself if nothing would change."""
+        if all(_same(getattr(self, key), new) for key, new in changes.items()):
+            return self
         return dataclasses.replace(self, **changes)
 
     def subgraphs(self) -> Iterator[Graph]:
@@ -128,7 +150,7 @@ class Graph:
     # -- lookups (cached: the graph never changes) ------------------------------
     @functools.cached_property
     def _producers(self) -> Mapping[str, Node]:
-        return {out.name: node for node in self.nodes for out in node.outputs}
+        return {out.name: node for node in self.nodes for out in node.outputs if out.name}
 
     @functools.cached_property
     def _consumers(self) -> Mapping[str, tuple[Node, ...]]:
@@ -147,7 +169,8 @@ class Graph:
             table[value.name] = value
         for node in self.nodes:
             for out in node.outputs:
-                table[out.name] = out
+                if out.name:  # '' marks an omitted optional output, not a value
+                    table[out.name] = out
         return table
 
     def producer(self, name: str) -> Node | None:
@@ -185,7 +208,13 @@ class Graph:
 
     # -- edits -------------------------------------------------------------------
     def replace(self, **changes: Any) -> Graph:
-        """A copy with some fields replaced (``nodes=...``, ``params=...``)."""
+        """A copy with some fields replaced (``nodes=...``, ``params=...``).
+
+        Returns ``self`` when every new field holds the same objects as the old one, so
+        that a pass which rebuilt an identical graph still reports "unchanged".
+        """
+        if all(_same(getattr(self, key), new) for key, new in changes.items()):
+            return self
         return dataclasses.replace(self, **changes)
 
     # -- identity ----------------------------------------------------------------
@@ -202,6 +231,36 @@ class Graph:
     def __repr__(self) -> str:
         return (f"Graph({self.name!r}, inputs={len(self.inputs)}, nodes={len(self.nodes)}, "
                 f"outputs={len(self.outputs)}, params={len(self.params)})")
+
+
+def _freeze_attr(value: Any) -> Any:
+    """Attribute values as immutable Python data: lists -> tuples, numpy scalars -> Python,
+    tensor attributes read-only."""
+    if isinstance(value, np.ndarray):
+        return freeze_array(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list | tuple):
+        return tuple(_freeze_attr(item) for item in value)
+    return value
+
+
+def _same(old: Any, new: Any) -> bool:
+    """True when ``new`` holds the very objects of ``old`` (equal scalars and Values count).
+
+    Nodes and arrays compare by identity: two equal-looking nodes are still different
+    objects in a graph, and comparing arrays by content would cost a pass of the data.
+    """
+    if old is new:
+        return True
+    if isinstance(old, tuple | list) and isinstance(new, tuple | list):
+        return len(old) == len(new) and all(_same(a, b) for a, b in zip(old, new, strict=True))
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return old.keys() == new.keys() and all(_same(old[k], new[k]) for k in old)
+    if isinstance(old, str | int | float | bytes | Value | TypeAttr | Annotation) \
+            and type(old) is type(new):
+        return bool(old == new)
+    return False
 
 
 def node_reads(node: Node) -> Iterator[str]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from optc.errors import InvalidModelError
 from optc.ir.annotations import Annotation, annotation_types
-from optc.ir.graph import Dim, Graph, Node, Shape, Value
+from optc.ir.dtypes import CONTAINERS, is_valid_dtype
+from optc.ir.graph import Dim, Graph, Node, Shape, TypeAttr, Value
 
 _TOKEN = re.compile(r"""
     (?P<ws>\s+)
@@ -30,8 +31,15 @@ _TOKEN = re.compile(r"""
 def parse_graph(text: str, tensors: Mapping[str, np.ndarray] | None = None) -> Graph:
     """Parse canonical text; ``tensors`` maps digests to the arrays printed as ``sha256:``."""
     parser = _Parser(_tokenize(text), tensors or {})
-    graph = parser.graph()
-    parser.expect_end()
+    try:
+        graph = parser.graph()
+        parser.expect_end()
+    except InvalidModelError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        # A token of the right kind with a bad value (wrong element count, a field the
+        # annotation lacks, a bad escape): report it at the token just read.
+        parser.fail(f"{exc}", at_last=True)
     return graph
 
 
@@ -78,8 +86,9 @@ class _Parser:
             return True
         return False
 
-    def fail(self, message: str) -> None:
-        line = self.tokens[min(self.pos, len(self.tokens) - 1)][2] if self.tokens else 1
+    def fail(self, message: str, at_last: bool = False) -> NoReturn:
+        index = self.pos - 1 if at_last else self.pos
+        line = self.tokens[max(0, min(index, len(self.tokens) - 1))][2] if self.tokens else 1
         raise InvalidModelError(f"IR text line {line}: {message}")
 
     def expect_end(self) -> None:
@@ -99,6 +108,8 @@ class _Parser:
         metadata: dict[str, str] = {}
         while not self.accept("}"):
             kind, text = self.peek()
+            if kind == "end":
+                self.fail(f"graph {name!r} is missing its closing '}}'", at_last=True)
             if kind == "ident" and text == "opset":
                 self.pos += 1
                 domain = json.loads(self.take("string"))
@@ -115,6 +126,8 @@ class _Parser:
             elif kind == "ident" and text == "param":
                 self.pos += 1
                 value = self.value()
+                if value.name in params:
+                    self.fail(f"param %{value.name} is defined twice", at_last=True)
                 self.take("punct", "=")
                 params[value.name] = self.tensor_data(value.dtype, value.shape)
             else:
@@ -141,8 +154,23 @@ class _Parser:
         dtype, shape = self.type()
         return Value(name, dtype, shape, self.annotations())
 
+    def dtype(self) -> str | None:
+        """``?``, a tensor dtype, or a container such as ``seq(float32)``."""
+        if self.accept("?"):
+            return None
+        dtype = self.take("ident")
+        if dtype in CONTAINERS and self.accept("("):
+            inner = self.dtype()
+            self.take("punct", ")")
+            if inner is None:
+                self.fail(f"{dtype}(...) needs a known element dtype", at_last=True)
+            dtype = f"{dtype}({inner})"
+        if not is_valid_dtype(dtype):
+            self.fail(f"unknown dtype {dtype!r}", at_last=True)
+        return dtype
+
     def type(self) -> tuple[str | None, Shape]:
-        dtype = None if self.accept("?") else self.take("ident")
+        dtype = self.dtype()
         if not self.accept("["):
             return dtype, None
         dims: list[Dim] = []
@@ -184,15 +212,15 @@ class _Parser:
         if self.accept("("):
             self.take("punct", ")")
         else:
-            outputs.append(self.value())
+            outputs.append(self.node_output())
             while self.accept(","):
-                outputs.append(self.value())
+                outputs.append(self.node_output())
         self.take("punct", "=")
         domain = ""
-        if self.peek()[0] == "string":
+        if self.peek()[0] == "string" and self.peek(1)[0] == "dcolon":
             domain = json.loads(self.take("string"))
             self.take("dcolon")
-        op = self.take("ident")
+        op = self.name()
         self.take("punct", "(")
         inputs: list[str] = []
         while not self.accept(")"):
@@ -202,6 +230,8 @@ class _Parser:
         if self.accept("{"):
             while not self.accept("}"):
                 key = self.take("ident")
+                if key in attrs:
+                    self.fail(f"attribute {key!r} given twice", at_last=True)
                 self.take("punct", "=")
                 attrs[key] = self.attr_value()
                 self.accept(",")
@@ -210,8 +240,22 @@ class _Parser:
         return Node(op, tuple(inputs), tuple(outputs), attrs, domain=domain, name=name,
                     annotations=annotations)
 
+    def node_output(self) -> Value:
+        # "_" is an omitted optional output, kept so later outputs keep their positions.
+        return Value("") if self.accept("_") else self.value()
+
     def attr_value(self) -> Any:
         kind, text = self.peek()
+        if kind == "ident" and text == "type" and self.peek(1) == ("punct", "<"):
+            return self.type_attr()
+        if kind == "punct" and text == "[" and self.peek(1) == ("ident", "type") \
+                and self.peek(2) == ("punct", "<"):
+            self.pos += 1
+            items = []
+            while not self.accept("]"):
+                items.append(self.type_attr())
+                self.accept(",")
+            return tuple(items)
         if kind == "ident" and text == "tensor":
             self.pos += 1
             self.take("punct", "<")
@@ -226,6 +270,15 @@ class _Parser:
                 self.accept(",")
             return graphs[0] if len(graphs) == 1 else tuple(graphs)
         return self.scalar_or_list()
+
+    def type_attr(self) -> TypeAttr:
+        self.take("ident", "type")
+        self.take("punct", "<")
+        dtype, shape = self.type()
+        self.take("punct", ">")
+        if dtype is None:
+            self.fail("a type attribute needs a dtype", at_last=True)
+        return TypeAttr(dtype, shape)
 
     def scalar_or_list(self) -> Any:
         kind, text = self.peek()
@@ -245,7 +298,6 @@ class _Parser:
         if kind == "ident" and text in ("true", "false"):
             return text == "true"
         self.fail(f"bad value {text!r}")
-        raise AssertionError  # unreachable: fail() raises
 
     def tensor_data(self, dtype: str | None, shape: Shape) -> np.ndarray:
         if dtype is None or shape is None or not all(isinstance(d, int) for d in shape):

@@ -12,6 +12,14 @@ whose contents the parser takes from a tensor store keyed by digest.
       %y: float32[1,4,8,8] = Conv(%x, %w, _) {kernel_shape=[3, 3], pads=[1, 1, 1, 1]}
       output %y: float32[1,4,8,8]
     }
+
+Types are ``dtype[dims]``: ``?`` for an unknown dtype or dim, no brackets for an unknown
+rank, ``[]`` for a scalar, ``seq(float32)`` / ``optional(int64)`` for containers. ``_``
+marks an omitted optional input or output; names that are not plain are JSON-quoted
+(``%"a b"``, ``"com.example"::Op``). Attributes are ints, floats (``inf``, ``nan``),
+strings, ``b"..."`` bytes, lists, ``tensor<int64[2]>[1, 2]`` and ``type<float32[2]>``;
+control-flow bodies are nested ``graph`` blocks. ``@kind(field=...)`` annotations follow
+a value or a node, and ``# "name"`` ends a node line with the node's name.
 """
 
 from __future__ import annotations
@@ -26,13 +34,15 @@ from typing import Any
 import numpy as np
 
 from optc.ir.annotations import Annotation
-from optc.ir.graph import Graph, Node, Shape, Value, dtype_name
+from optc.ir.graph import Graph, Node, Shape, TypeAttr, Value, dtype_name
 
 DEFAULT_INLINE_LIMIT = 16
 """Tensors with at most this many elements are printed inline."""
 
 _BARE_NAME = re.compile(r"[A-Za-z0-9_.\-/]+\Z")
 _BARE_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_RESERVED = frozenset({"inf", "nan", "_"})
+"""Identifiers the parser reads as numbers or as "omitted": always quoted."""
 
 
 def print_graph(graph: Graph, inline_limit: int | None = DEFAULT_INLINE_LIMIT) -> str:
@@ -91,8 +101,11 @@ def _graph_lines(graph: Graph, limit: int | None, indent: str) -> Iterator[str]:
 
 
 def _node_lines(node: Node, limit: int | None, indent: str) -> Iterator[str]:
-    outs = ", ".join(format_value(v) for v in node.outputs) if node.outputs else "()"
-    op = node.op if not node.domain else f"{json.dumps(node.domain)}::{node.op}"
+    # An omitted optional output ('' name) prints as "_", like an omitted input.
+    outs = ", ".join(format_value(v) if v.name else "_" for v in node.outputs) or "()"
+    op = _quote_ident(node.op)
+    if node.domain:
+        op = f"{json.dumps(node.domain)}::{op}"
     args = ", ".join(format_ref(n) if n else "_" for n in node.inputs)
     head = f"{indent}{outs} = {op}({args})"
     tail = "".join(" " + format_annotation(a) for a in node.annotations)
@@ -148,7 +161,7 @@ def _format_dim(dim: int | str | None) -> str:
         return "?"
     if isinstance(dim, int):
         return str(dim)
-    return dim if _BARE_IDENT.match(dim) and dim != "_" else json.dumps(dim)
+    return _quote_ident(dim)
 
 
 def format_annotation(ann: Annotation) -> str:
@@ -157,13 +170,17 @@ def format_annotation(ann: Annotation) -> str:
 
 
 def _quote_ident(name: str) -> str:
-    return name if _BARE_IDENT.match(name) else json.dumps(name)
+    return name if _BARE_IDENT.match(name) and name not in _RESERVED else json.dumps(name)
 
 
 def _format_attr(value: Any, limit: int | None) -> str:
     if isinstance(value, np.ndarray):
         kind = format_type(dtype_name(value.dtype), tuple(value.shape))
         return f"tensor<{kind}>{_format_tensor_data(value, limit)}"
+    if isinstance(value, TypeAttr):
+        return f"type<{format_type(value.dtype, value.shape)}>"
+    if isinstance(value, tuple) and value and isinstance(value[0], TypeAttr):
+        return "[" + ", ".join(_format_attr(item, limit) for item in value) + "]"
     return _format_scalar_or_list(value)
 
 

@@ -10,7 +10,8 @@ dtype and static dimension agrees with it.
 from __future__ import annotations
 
 from optc.errors import InvalidModelError
-from optc.ir.graph import Graph, Value, node_reads
+from optc.ir.dtypes import is_valid_dtype, split_container
+from optc.ir.graph import Graph, Value, dtype_name, node_reads
 
 MAX_REPORTED = 20
 
@@ -35,7 +36,8 @@ def verify(graph: Graph, types: bool = False) -> Graph:
     return graph
 
 
-def structural_problems(graph: Graph, outer: frozenset[str]) -> list[str]:
+def structural_problems(graph: Graph, outer: frozenset[str], body: bool = False) -> list[str]:
+    """Every structural problem of ``graph``; a ``body`` may read ``outer`` names."""
     problems: list[str] = []
     defined: dict[str, str] = {}
 
@@ -50,22 +52,30 @@ def structural_problems(graph: Graph, outer: frozenset[str]) -> list[str]:
         define(name, "param")
         if array.dtype.kind == "O" and array.size and not isinstance(array.flat[0], str | bytes):
             problems.append(f"param {name!r} holds Python objects, not tensor data")
+        elif not is_valid_dtype(dtype_name(array.dtype)):
+            problems.append(f"param {name!r} has unsupported dtype {array.dtype}")
     for value in graph.inputs:
         define(value.name, "input")
         problems.extend(_type_form_problems(value, "input"))
 
-    used_domains: set[str] = set()
+    # Names some later node defines: reading one early is an ordering bug, not a typo.
+    made_by_nodes = {out.name for node in graph.nodes for out in node.outputs}
     for index, node in enumerate(graph.nodes):
         where = f"node #{index} {node.op}"
-        used_domains.add(node.domain)
         for name in node_reads(node):
-            if name not in defined and name not in outer:
-                problems.append(f"{where} reads {name!r} before it is defined")
+            if name in defined or name in outer:
+                continue
+            if name in made_by_nodes:
+                problems.append(f"{where} reads {name!r} before it is defined "
+                                "(nodes are not in topological order)")
+            else:
+                problems.append(f"{where} reads {name!r}, which is never defined")
         for sub in node.subgraphs():
             problems.extend(f"{where} body: {p}" for p in
-                            structural_problems(sub, outer | frozenset(defined)))
+                            structural_problems(sub, outer | frozenset(defined), body=True))
         for out in node.outputs:
-            define(out.name, where)
+            if out.name:  # '' is an omitted optional output: it defines nothing
+                define(out.name, where)
             problems.extend(_type_form_problems(out, where))
 
     for value in graph.outputs:
@@ -75,15 +85,31 @@ def structural_problems(graph: Graph, outer: frozenset[str]) -> list[str]:
         if value.name in defined:
             problems.extend(_agreement_problems(value, graph.value(value.name), "output"))
 
-    known = {"ai.onnx" if d == "" else d for d in graph.opsets}
-    for domain in used_domains:
-        if ("ai.onnx" if domain == "" else domain) not in known and not outer:
-            problems.append(f"domain {domain or 'ai.onnx'!r} is used but has no opset version")
+    if not body:  # bodies inherit the opsets of the graph that holds them
+        known = {"ai.onnx" if d == "" else d for d in graph.opsets}
+        for domain in sorted(_used_domains(graph)):
+            if ("ai.onnx" if domain == "" else domain) not in known:
+                problems.append(f"domain {domain or 'ai.onnx'!r} is used but has no opset "
+                                "version")
     return problems
+
+
+def _used_domains(graph: Graph) -> set[str]:
+    found = set()
+    for node in graph.nodes:
+        found.add(node.domain)
+        for sub in node.subgraphs():
+            found |= _used_domains(sub)
+    return found
 
 
 def _type_form_problems(value: Value, where: str) -> list[str]:
     problems = []
+    if value.dtype is not None and not is_valid_dtype(value.dtype):
+        problems.append(f"{where}: value {value.name!r} has unknown dtype {value.dtype!r}")
+    if value.shape is not None and split_container(value.dtype or "") is not None:
+        problems.append(f"{where}: value {value.name!r} of type {value.dtype} has a shape; "
+                        "sequence and optional values have none")
     if value.shape is not None:
         for dim in value.shape:
             if isinstance(dim, bool) or not (dim is None or isinstance(dim, str)
@@ -120,6 +146,8 @@ def type_problems(graph: Graph) -> list[str]:
     from optc.frontend.onnx_import import value_from_onnx
 
     model = to_onnx(graph, keep_value_types=False)
+    for output in model.graph.output:
+        output.type.Clear()  # let inference derive outputs too, then compare them below
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as exc:  # onnx raises several unrelated types here
@@ -131,7 +159,10 @@ def type_problems(graph: Graph) -> list[str]:
         for out in node.outputs:
             if out.name in found:
                 problems.extend(_agreement_problems(out, found[out.name], f"{node.op} output"))
-    return problems
+    for out in graph.outputs:
+        if out.name in found:
+            problems.extend(_agreement_problems(out, found[out.name], "graph output"))
+    return list(dict.fromkeys(problems))  # a node output that is a graph output: say it once
 
 
 __all__ = ["IRVerificationError", "verify"]
