@@ -8,8 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from test_codegen_support import probe_values, tiny_cnn, tiny_feeds
-from test_pass_support import (
+from pass_support import (
     LIGHT,
     assert_outputs_close,
     light_model,
@@ -18,6 +17,7 @@ from test_pass_support import (
     run_reference,
     with_outputs,
 )
+from test_codegen_support import probe_values, tiny_cnn, tiny_feeds
 
 from optc.codegen import build, host_target, load_artifact, run, write_artifact
 from optc.errors import UnsupportedOpError, UserInputError

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import tvm
 import tvm_ffi
+from pass_support import light_model
 from test_codegen_support import EM_AARCH64, EM_X86_64, elf_machine, tiny_cnn, tiny_feeds
-from test_pass_support import light_model
 
 from optc.codegen import BuiltModule, build, load_artifact, run, write_artifact
 from optc.codegen.cuda import cuda_modules, fatbin_entries

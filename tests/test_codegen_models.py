@@ -15,8 +15,7 @@ from pathlib import Path
 import model_zoo
 import numpy as np
 import pytest
-from test_codegen_support import EM_AARCH64, elf_machine, probe_values
-from test_pass_support import (
+from pass_support import (
     assert_outputs_close,
     light_model,
     ramp_inputs,
@@ -24,6 +23,7 @@ from test_pass_support import (
     run_reference,
     with_outputs,
 )
+from test_codegen_support import EM_AARCH64, elf_machine, probe_values
 
 import optc
 from optc.codegen import build, host_target, load_artifact, run, write_artifact

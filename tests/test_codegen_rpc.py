@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_pass_support import light_model, ramp_inputs
+from pass_support import light_model, ramp_inputs
 
 from optc.codegen import (
     build,

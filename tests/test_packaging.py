@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _package_folders() -> set[str]:
-    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "optc").rglob("__init__.py")}
+    inits = (ROOT / "optc").rglob("__init__.py")
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in inits}
     return found | {"optc.passes", "optc.targets"}
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from optc.passes.eliminate_dead_code import EliminateDeadCode
-from optc.passes.fold_constants import FoldConstants
-from test_pass_support import (
+from pass_support import (
     assert_outputs_close,
     golden,
     light_model,
@@ -17,6 +15,8 @@ from test_pass_support import (
 
 import optc
 from optc.ir.graph import Graph
+from optc.passes.eliminate_dead_code import EliminateDeadCode
+from optc.passes.fold_constants import FoldConstants
 from optc.pipeline import PassContext
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from optc.passes.fold_batchnorm import FoldBatchNorm
-from test_pass_support import (
+from pass_support import (
     assert_outputs_close,
     golden,
     light_model,
@@ -18,6 +17,7 @@ from test_pass_support import (
 
 import optc
 from optc.ir.graph import Graph, Node, Value
+from optc.passes.fold_batchnorm import FoldBatchNorm
 from optc.pipeline import PassContext, parse_pipeline
 
 

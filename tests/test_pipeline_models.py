@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from test_pass_support import (
+from pass_support import (
     assert_outputs_close,
     light_model,
     onnxruntime_runner,

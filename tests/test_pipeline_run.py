@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from test_pass_support import golden, light_model, op_count
+from pass_support import golden, light_model, op_count
 
 import optc
 from optc.errors import InvalidModelError, UnknownNameError

@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_pass_support import (
+from pass_support import (
     LIGHT,
     assert_outputs_close,
     light_model,

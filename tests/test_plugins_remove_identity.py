@@ -9,7 +9,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from test_pass_support import (
+from pass_support import (
     assert_outputs_close,
     golden,
     light_model,
