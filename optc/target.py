@@ -3,12 +3,18 @@
 A target file gives the TVM target (a JSON-style table; TVM 0.27 refuses target
 strings), an optional TVM tag, the host triple and cross compiler for code generation,
 the figures the roofline cost model needs (peak throughput per dtype, memory
-bandwidth, kernel launch overhead), the dtypes the device computes in, the default
-pass pipeline, and a ``[sources]`` table saying where each figure comes from.
+bandwidth, kernel launch overhead, optionally the last-level cache), the dtypes the
+device computes in, the default pass pipeline, and a ``[sources]`` table saying where
+each figure comes from. The file format is checked in ``optc.target_file``.
 
 A figure may be the string ``"measured"``: the device's own micro-benchmark supplies
 it (the host CPU's peaks, for instance). Until then it is *pending*, never a guess;
-``Target.peak()`` and friends refuse to return a pending figure.
+``Target.peak()`` and friends refuse to return a pending figure. A target naming a
+``calibration`` (the host) gets its measurements from a per-user cache, transparently
+in ``load_targets()`` and, measuring on first use, in ``get_target()``.
+
+An accelerator that runs only some ops (an NPU) lists them in ``supported_ops`` and
+describes the CPU that runs the rest, and the link between the two, in ``fallback``.
 
 Folders of target files are found through the ``optc.targets`` entry-point group, so
 a third-party distribution ships targets exactly as optc ships its own.
@@ -18,10 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import json
 import logging
-import math
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -30,11 +35,6 @@ from typing import Any, Final, Literal
 from optc.errors import PluginError, UnknownNameError, UserInputError
 from optc.ir.dtypes import is_tensor_dtype
 from optc.plugins import load_group
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 has only the tomli backport
-    import tomli as tomllib
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,33 @@ Figure = float | Literal["measured"]
 
 ENTRY_POINT_GROUP = "optc.targets"
 
-# Plausibility bounds catch unit slips (GB/s written where bytes/s is meant, µs for s).
-_MIN_RATE = 1e6
-_MAX_LAUNCH_OVERHEAD_S = 0.1
+COMPUTE_TYPES: Final = ("tfloat32",)
+"""Peak-table keys that are compute precisions, not storage dtypes (TF32 tensor cores)."""
 
-_REQUIRED = ("description", "tvm", "supported_dtypes", "peak_flops", "memory_bandwidth",
-             "launch_overhead", "default_pipeline", "sources")
-_OPTIONAL = ("name", "host_triple", "cross_compiler", "peak_flops_sparse")
+_SCALARS = ("memory_bandwidth", "launch_overhead", "cache_size", "cache_bandwidth")
+
+
+@dataclasses.dataclass(frozen=True)
+class Fallback:
+    """The CPU that runs the ops an accelerator cannot, and the link between the two.
+
+    ``link_bandwidth`` (bytes/s) and ``link_latency`` (s per transfer) price every
+    tensor crossing between accelerator and CPU.
+    """
+
+    description: str
+    peak_flops: Mapping[str, Figure] = dataclasses.field(hash=False)
+    memory_bandwidth: Figure
+    launch_overhead: Figure
+    link_bandwidth: Figure
+    link_latency: Figure
+
+    def pending(self) -> tuple[str, ...]:
+        keys = [f"fallback.peak_flops.{d}" for d, v in self.peak_flops.items() if v == MEASURED]
+        keys += [f"fallback.{k}" for k in ("memory_bandwidth", "launch_overhead",
+                                           "link_bandwidth", "link_latency")
+                 if getattr(self, k) == MEASURED]
+        return tuple(keys)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +81,12 @@ class Target:
     ``peak_flops`` holds dense peak operations per second per dtype (FLOP/s, or OP/s
     for integer types); ``peak_flops_sparse`` the 2:4 structured-sparsity peaks where
     the device has them. ``host_triple`` / ``cross_compiler`` are None when code runs
-    on the machine optc runs on (no cross compilation).
+    on the machine optc runs on (no cross compilation). ``supported_ops`` is None when
+    the device runs every op; otherwise the ops outside it run on ``fallback``.
+    ``cache_size`` / ``cache_bandwidth`` describe the last-level cache (None: not
+    modelled). ``efficiency`` maps op classes to the fraction of the roofline their
+    kernels reach on this target (1 when absent). ``calibration`` names the
+    micro-benchmark that measures the ``"measured"`` figures.
     """
 
     name: str
@@ -80,11 +105,24 @@ class Target:
     sources: Mapping[str, str] = dataclasses.field(hash=False)
     path: Path
     distribution: str = ""
+    tvm_byoc: str | None = None
+    supported_ops: frozenset[str] | None = None
+    fallback: Fallback | None = None
+    cache_size: Figure | None = None
+    cache_bandwidth: Figure | None = None
+    efficiency: Mapping[str, float] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({}), hash=False)
+    calibration: str | None = None
 
     @property
     def tvm_target_dict(self) -> dict[str, Any]:
         """The TVM target as a fresh JSON-style dict (a copy: the target stays immutable)."""
         return json.loads(self.tvm_target_json)
+
+    @property
+    def kind(self) -> str:
+        """The TVM target kind: ``llvm`` for CPUs, ``cuda`` for NVIDIA GPUs, ..."""
+        return str(self.tvm_target_dict["kind"])
 
     def tvm_target(self) -> Any:
         """A ``tvm.target.Target``; imports TVM (slow) only when asked."""
@@ -96,35 +134,61 @@ class Target:
             raise UserInputError(f"{self.path}: [tvm] target is refused by TVM: "
                                  f"{str(exc).splitlines()[0]}") from exc
 
+    def runs(self, op: str) -> bool:
+        """Whether the device itself (not its fallback CPU) runs ``op``."""
+        return self.supported_ops is None or op in self.supported_ops
+
     def pending_figures(self) -> tuple[str, ...]:
         """Keys of figures still waiting for a measurement, e.g. ``peak_flops.float32``."""
         pending = [f"{table}.{dtype}" for table in ("peak_flops", "peak_flops_sparse")
                    for dtype, value in getattr(self, table).items() if value == MEASURED]
-        pending += [key for key in ("memory_bandwidth", "launch_overhead")
-                    if getattr(self, key) == MEASURED]
+        pending += [key for key in _SCALARS if getattr(self, key) == MEASURED]
+        if self.fallback is not None:
+            pending += self.fallback.pending()
         return tuple(pending)
 
-    def with_measurements(self, figures: Mapping[str, float], source: str) -> Target:
+    def with_measurements(self, figures: Mapping[str, float], source: str,
+                          tvm_target: Mapping[str, Any] | None = None,
+                          new_dtypes: bool = False) -> Target:
         """A copy with figures filled in by a measurement, keyed like ``pending_figures()``.
 
-        ``source`` (e.g. "host micro-benchmark, 2025-01-31") replaces each figure's source.
+        ``source`` (e.g. "host micro-benchmark, 2025-01-31") replaces each figure's
+        source. ``tvm_target`` replaces the TVM target (a detected CPU). With
+        ``new_dtypes``, a ``peak_flops.<dtype>`` the file lacks adds that dtype (a CPU
+        found to have bfloat16 units); otherwise it is an unknown figure.
         """
-        tables = {"peak_flops": dict(self.peak_flops),
-                  "peak_flops_sparse": dict(self.peak_flops_sparse)}
+        peaks = dict(self.peak_flops)
+        sparse = dict(self.peak_flops_sparse)
         scalars: dict[str, float] = {}
+        dtypes = list(self.supported_dtypes)
         for key, value in figures.items():
             table, _, dtype = key.partition(".")
-            if table in tables and dtype in tables[table]:
-                tables[table][dtype] = float(value)
-            elif key in ("memory_bandwidth", "launch_overhead"):
+            if table == "peak_flops" and (dtype in peaks or (
+                    new_dtypes and is_tensor_dtype(dtype))):
+                peaks[dtype] = float(value)
+                dtypes += [] if dtype in dtypes else [dtype]
+            elif table == "peak_flops_sparse" and dtype in sparse:
+                sparse[dtype] = float(value)
+            elif key in _SCALARS and getattr(self, key) is not None:
                 scalars[key] = float(value)
             else:
                 raise UnknownNameError(f"target {self.name!r} has no figure {key!r}")
         sources = {**self.sources, **{key: source for key in figures}}
+        tvm_json = self.tvm_target_json if tvm_target is None else json.dumps(
+            dict(tvm_target), sort_keys=True)
         return dataclasses.replace(
-            self, peak_flops=MappingProxyType(tables["peak_flops"]),
-            peak_flops_sparse=MappingProxyType(tables["peak_flops_sparse"]),
-            sources=MappingProxyType(sources), **scalars)
+            self, peak_flops=MappingProxyType(peaks), peak_flops_sparse=MappingProxyType(sparse),
+            sources=MappingProxyType(sources), supported_dtypes=tuple(dtypes),
+            tvm_target_json=tvm_json, **scalars)
+
+    def with_efficiency(self, efficiency: Mapping[str, float], source: str) -> Target:
+        """A copy whose per-op-class efficiencies are updated (a fit to measurements)."""
+        from optc.target_file import check_efficiency
+
+        merged = {**self.efficiency, **check_efficiency(dict(efficiency), self.name)}
+        sources = {**self.sources, "efficiency": source}
+        return dataclasses.replace(self, efficiency=MappingProxyType(merged),
+                                   sources=MappingProxyType(sources))
 
     def peak(self, dtype: str, sparse: bool = False) -> float:
         """Peak operations per second for ``dtype``; errors when unknown or not measured."""
@@ -142,6 +206,31 @@ class Target:
         """Fixed cost of one kernel launch, in seconds."""
         return self._known("launch_overhead", self.launch_overhead)
 
+    def cache(self) -> tuple[float, float] | None:
+        """``(size in bytes, bandwidth in bytes/s)`` of the last-level cache, if modelled."""
+        if self.cache_size is None or self.cache_bandwidth is None:
+            return None
+        return (self._known("cache_size", self.cache_size),
+                self._known("cache_bandwidth", self.cache_bandwidth))
+
+    def fallback_figure(self, key: str) -> float:
+        """A figure of the fallback CPU: ``memory_bandwidth``, ``peak_flops.float32``, ..."""
+        if self.fallback is None:
+            raise UnknownNameError(f"target {self.name!r} has no fallback device")
+        table, _, dtype = key.partition(".")
+        if table == "peak_flops":
+            if dtype not in self.fallback.peak_flops:
+                raise UnknownNameError(f"target {self.name!r} has no fallback.{key} figure")
+            return self._known(f"fallback.{key}", self.fallback.peak_flops[dtype])
+        return self._known(f"fallback.{key}", getattr(self.fallback, key))
+
+    def digest(self) -> str:
+        """A short hash of everything a cost model reads: a cache key part."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in ("path", "distribution", "sources", "description")}
+        text = json.dumps(fields, sort_keys=True, default=_jsonable)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def _known(self, key: str, value: Figure) -> float:
         if value == MEASURED:
             raise UserInputError(f"target {self.name!r}: {key} is not measured yet "
@@ -149,16 +238,21 @@ class Target:
         return float(value)
 
 
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, frozenset):
+        return sorted(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    raise TypeError(f"cannot hash {type(value).__name__}")
+
+
 def load_target_file(path: str | Path, distribution: str = "") -> Target:
     """Parse and validate one target file; any problem raises ``UserInputError``."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserInputError(f"{path}: cannot read target file ({exc.strerror})") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"{path}: not valid TOML ({exc})") from exc
-    return _TargetParser(path, raw).parse(distribution)
+    from optc.target_file import parse_target_file
+
+    return parse_target_file(Path(path), distribution)
 
 
 def target_dirs() -> dict[Path, str]:
@@ -173,9 +267,12 @@ def target_dirs() -> dict[Path, str]:
     return dirs
 
 
-def load_targets(dirs: Mapping[Path, str] | None = None) -> dict[str, Target]:
+def load_targets(dirs: Mapping[Path, str] | None = None,
+                 cache_dir: Path | None = None) -> dict[str, Target]:
     """All targets by name, from ``dirs`` (folder -> distribution; default: the installed).
 
+    Targets with a ``calibration`` get their cached measurements (from ``cache_dir``,
+    default the per-user cache) where a cache entry exists; nothing is measured here.
     Two files claiming one name is an error naming both.
     """
     targets: dict[str, Target] = {}
@@ -186,148 +283,35 @@ def load_targets(dirs: Mapping[Path, str] | None = None) -> dict[str, Target]:
             if first is not None:
                 raise PluginError(f"target {target.name!r} is defined twice: {first.path} "
                                   f"({first.distribution}) and {path} ({distribution})")
-            targets[target.name] = target
+            targets[target.name] = _cached(target, cache_dir)
             log.debug("target %s from %s (%s)", target.name, path, distribution)
     return dict(sorted(targets.items()))
 
 
-def get_target(name: str, targets: Mapping[str, Target] | None = None) -> Target:
-    """The target called ``name``; an unknown name raises ``UnknownNameError`` with suggestions."""
-    targets = load_targets() if targets is None else targets
-    if name in targets:
-        return targets[name]
-    close = difflib.get_close_matches(name, list(targets), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    known = ", ".join(targets) or "none installed"
-    raise UnknownNameError(f"unknown target {name!r}{hint} (known: {known})")
+def get_target(name: str, targets: Mapping[str, Target] | None = None, calibrate: bool = True,
+               cache_dir: Path | None = None) -> Target:
+    """The target called ``name``; an unknown name raises ``UnknownNameError`` with suggestions.
+
+    With ``calibrate``, a target whose figures are still pending and which names a
+    ``calibration`` is measured now (seconds, once: the result is cached).
+    """
+    targets = load_targets(cache_dir=cache_dir) if targets is None else targets
+    if name not in targets:
+        close = difflib.get_close_matches(name, list(targets), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        known = ", ".join(targets) or "none installed"
+        raise UnknownNameError(f"unknown target {name!r}{hint} (known: {known})")
+    target = targets[name]
+    if calibrate and target.calibration and target.pending_figures():
+        from optc.cost.calibration import calibrate_target  # deferred: imports torch
+
+        target = calibrate_target(target, cache_dir=cache_dir)
+    return target
 
 
-class _TargetParser:
-    """Validation of one parsed TOML document, each error naming the file and key."""
+def _cached(target: Target, cache_dir: Path | None) -> Target:
+    if not target.calibration:
+        return target
+    from optc.cost.calibration import apply_cached  # deferred: optc.cost imports this module
 
-    def __init__(self, path: Path, raw: dict[str, Any]) -> None:
-        self.path = path
-        self.raw = raw
-
-    def fail(self, key: str, problem: str) -> UserInputError:
-        return UserInputError(f"{self.path}: key {key!r} {problem}")
-
-    def parse(self, distribution: str) -> Target:
-        self._check_keys(self.raw, _REQUIRED, _OPTIONAL, prefix="")
-        name = self.raw.get("name", self.path.stem)
-        if name != self.path.stem:
-            raise self.fail("name", f"is {name!r} but the file is named {self.path.name}; "
-                                    "they must agree")
-        tvm = self._table("tvm")
-        self._check_keys(tvm, ("target",), ("tag",), prefix="tvm.")
-        dtypes = self._dtypes()
-        raw = self.raw
-        return Target(
-            name=name, description=self._text("description", raw["description"]),
-            tvm_target_json=self._tvm_target(tvm["target"]),
-            tvm_tag=self._text("tvm.tag", tvm["tag"]) if "tag" in tvm else None,
-            host_triple=self._optional_text("host_triple"),
-            cross_compiler=self._optional_text("cross_compiler"),
-            peak_flops=self._figures("peak_flops", dtypes, required=True),
-            peak_flops_sparse=self._figures("peak_flops_sparse", dtypes, required=False),
-            memory_bandwidth=self._figure("memory_bandwidth", raw["memory_bandwidth"],
-                                          _MIN_RATE, None, "bytes per second"),
-            launch_overhead=self._figure("launch_overhead", raw["launch_overhead"],
-                                         0.0, _MAX_LAUNCH_OVERHEAD_S, "seconds"),
-            supported_dtypes=dtypes,
-            default_pipeline=self._text("default_pipeline", raw["default_pipeline"]),
-            sources=self._sources(), path=self.path, distribution=distribution)
-
-    def _check_keys(self, table: Mapping[str, Any], required: tuple[str, ...],
-                    optional: tuple[str, ...], prefix: str) -> None:
-        known = required + optional
-        for key in table:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise self.fail(prefix + key, f"is not a target key{hint}")
-        for key in required:
-            if key not in table:
-                raise self.fail(prefix + key, "is missing")
-
-    def _table(self, key: str) -> dict[str, Any]:
-        value = self.raw[key]
-        if not isinstance(value, dict):
-            raise self.fail(key, f"must be a table, not {type(value).__name__}")
-        return value
-
-    def _text(self, key: str, value: Any) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(key, "must be a non-empty string")
-        return value
-
-    def _optional_text(self, key: str) -> str | None:
-        return self._text(key, self.raw[key]) if key in self.raw else None
-
-    def _tvm_target(self, value: Any) -> str:
-        if isinstance(value, str):
-            raise self.fail("tvm.target", "must be a table such as {kind = \"llvm\", mtriple = "
-                                          "\"x86_64-linux-gnu\"}; TVM 0.27 refuses target strings")
-        if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
-            raise self.fail("tvm.target", "must be a table with a string 'kind'")
-        try:
-            return json.dumps(value, sort_keys=True, allow_nan=False)
-        except (TypeError, ValueError) as exc:  # TOML dates and infinities are not JSON
-            raise self.fail("tvm.target", f"must hold JSON values only ({exc})") from None
-
-    def _dtypes(self) -> tuple[str, ...]:
-        value = self.raw["supported_dtypes"]
-        if not isinstance(value, list) or not value:
-            raise self.fail("supported_dtypes", "must be a non-empty list of dtype names")
-        for dtype in value:
-            self._check_dtype("supported_dtypes", dtype)
-        return tuple(value)
-
-    def _check_dtype(self, key: str, dtype: Any) -> None:
-        if not isinstance(dtype, str) or not is_tensor_dtype(dtype):
-            raise self.fail(key, f"names {dtype!r}, which is not a dtype (float32, int8, ...)")
-
-    def _figures(self, key: str, dtypes: tuple[str, ...], required: bool,
-                 ) -> Mapping[str, Figure]:
-        if key not in self.raw and not required:
-            return MappingProxyType({})
-        table = self._table(key)
-        figures: dict[str, Figure] = {}
-        for dtype, value in table.items():
-            self._check_dtype(f"{key}.{dtype}", dtype)
-            if dtype not in dtypes:
-                raise self.fail(f"{key}.{dtype}", "is for a dtype missing from supported_dtypes")
-            figures[dtype] = self._figure(f"{key}.{dtype}", value, _MIN_RATE, None,
-                                          "operations per second")
-        missing = [d for d in dtypes if d not in figures] if required else []
-        if missing:
-            raise self.fail(key, f"has no figure for supported dtype(s) {', '.join(missing)} "
-                                 f"(use \"{MEASURED}\" for figures measured on the device)")
-        return MappingProxyType(figures)
-
-    def _figure(self, key: str, value: Any, low: float, high: float | None,
-                unit: str) -> Figure:
-        if value == MEASURED:
-            return MEASURED
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(key, f"must be a number ({unit}) or \"{MEASURED}\", not {value!r}")
-        if not math.isfinite(value) or value <= low or (high is not None and value > high):
-            bounds = f"> {low:g}" + (f" and <= {high:g}" if high is not None else "")
-            raise self.fail(key, f"is {value!r}, implausible: expected {bounds} {unit}")
-        return float(value)
-
-    def _sources(self) -> Mapping[str, str]:
-        table = self._table("sources")
-        for key, text in table.items():
-            if not isinstance(text, str) or not text.strip():
-                raise self.fail(f"sources.{key}", "must be a non-empty string")
-        published = [f"peak_flops.{d}" for d, v in self.raw["peak_flops"].items()
-                     if v != MEASURED]
-        published += [f"peak_flops_sparse.{d}" for d, v in
-                      self.raw.get("peak_flops_sparse", {}).items() if v != MEASURED]
-        published += [k for k in ("memory_bandwidth", "launch_overhead") if self.raw[k] != MEASURED]
-        unsourced = [k for k in published if k not in table]
-        if unsourced:
-            raise self.fail("sources", f"gives no source for {', '.join(unsourced)}; every "
-                                       "figure that is not \"measured\" needs one")
-        return MappingProxyType(dict(table))
+    return apply_cached(target, cache_dir)

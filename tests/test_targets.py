@@ -9,18 +9,20 @@ import pytest
 
 from optc.errors import PluginError, UnknownNameError, UserInputError
 from optc.target import MEASURED, Target, get_target, load_target_file, load_targets, target_dirs
+from optc.target_file import EFFICIENCY_CLASSES
 
 SHIPPED = Path(__file__).resolve().parent.parent / "targets"
 
 
 @pytest.fixture(scope="module")
-def targets() -> dict[str, Target]:
-    return load_targets()
+def targets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Target]:
+    """The shipped targets as files give them: an empty cache, so the host is pending."""
+    return load_targets(cache_dir=tmp_path_factory.mktemp("empty-cache"))
 
 
 def test_every_shipped_file_is_an_installed_target(targets: dict[str, Target]) -> None:
     shipped = sorted(p.stem for p in SHIPPED.glob("*.toml"))
-    assert {"host", "orin"} <= set(shipped)
+    assert {"host", "orin", "rasp4b", "h100", "npu-example"} <= set(shipped)
     assert sorted(targets) == shipped
     for name, target in targets.items():
         assert target.name == name
@@ -39,14 +41,26 @@ def test_shipped_targets_build_in_tvm(targets: dict[str, Target]) -> None:
         assert tvm_target.kind.name == target.tvm_target_dict["kind"]
 
 
-def test_orin_table_matches_tvm_tag(targets: dict[str, Target]) -> None:
+@pytest.mark.parametrize(("name", "tag"), [("orin", "nvidia/jetson-agx-orin-64gb"),
+                                         ("rasp4b", "raspberry-pi/4b-aarch64"),
+                                         ("h100", "nvidia/nvidia-h100")])
+def test_target_table_matches_tvm_tag(targets: dict[str, Target], name: str, tag: str) -> None:
     import tvm.target
 
-    orin = targets["orin"]
-    assert orin.tvm_tag == "nvidia/jetson-agx-orin-64gb"
-    from_tag = tvm.target.Target(orin.tvm_tag).export()
-    from_table = orin.tvm_target().export()
-    assert from_table == from_tag
+    target = targets[name]
+    assert target.tvm_tag == tag
+    assert target.tvm_target().export() == tvm.target.Target(tag).export()
+
+
+def test_every_published_figure_has_a_source(targets: dict[str, Target]) -> None:
+    for target in targets.values():
+        figures = [f"peak_flops.{d}" for d, v in target.peak_flops.items() if v != MEASURED]
+        figures += [f"peak_flops_sparse.{d}" for d in target.peak_flops_sparse]
+        if target.fallback is not None:
+            figures += [f"fallback.peak_flops.{d}" for d in target.fallback.peak_flops]
+            figures += ["fallback.link_bandwidth", "fallback.link_latency"]
+        for key in figures:
+            assert len(target.sources[key]) > 20, (target.name, key)
 
 
 def test_orin_figures_and_sources(targets: dict[str, Target]) -> None:
@@ -63,13 +77,70 @@ def test_orin_figures_and_sources(targets: dict[str, Target]) -> None:
         assert "Jetson AGX Orin" in orin.sources[key]
 
 
+def test_rasp4b_figures(targets: dict[str, Target]) -> None:
+    pi = targets["rasp4b"]
+    assert pi.host_triple == "aarch64-linux-gnu"
+    assert pi.cross_compiler == "aarch64-linux-gnu-g++"
+    assert pi.tvm_target_dict["mcpu"] == "cortex-a72"
+    assert pi.peak("float32") == pytest.approx(4 * 1.8e9 * 8)  # cores x clock x FLOP/cycle
+    assert pi.bandwidth() < 12.8e9  # below the LPDDR4-3200 x 32-bit theoretical rate
+    assert "UNCERTAIN" not in pi.sources["peak_flops.int8"]  # the comment says it, sources why
+    assert "derived" in pi.sources["peak_flops.int8"]
+
+
+def test_h100_figures(targets: dict[str, Target]) -> None:
+    h100 = targets["h100"]
+    assert h100.kind == "cuda" and h100.tvm_target_dict["arch"] == "sm_90a"
+    assert h100.bandwidth() == pytest.approx(3.35e12)
+    assert h100.peak("float32") == pytest.approx(67e12)
+    assert h100.peak("tfloat32") == pytest.approx(494.7e12)  # a compute mode, not a dtype
+    assert "tfloat32" not in h100.supported_dtypes
+    for dtype in ("float16", "bfloat16", "float8_e4m3fn", "int8", "tfloat32"):
+        assert h100.peak(dtype, sparse=True) == pytest.approx(2 * h100.peak(dtype), rel=1e-3)
+    assert h100.peak("int8") == pytest.approx(2 * h100.peak("float16"), rel=1e-3)
+
+
+def test_npu_example_carries_ops_fallback_and_link(targets: dict[str, Target]) -> None:
+    import tvm.relax.backend.contrib.example_npu  # noqa: F401  # registers the patterns
+    from tvm.relax.backend.pattern_registry import get_patterns_with_prefix
+
+    npu = targets["npu-example"]
+    assert npu.tvm_byoc == "example_npu"
+    assert get_patterns_with_prefix(npu.tvm_byoc)  # the BYOC backend exists in this TVM
+    assert npu.supported_dtypes == ("int8",)
+    assert {"Conv", "MatMul", "Relu"} <= npu.supported_ops  # type: ignore[operator]
+    assert npu.runs("Conv") and not npu.runs("LayerNormalization")
+    assert npu.fallback is not None
+    assert npu.fallback_figure("peak_flops.float32") == targets["rasp4b"].peak("float32")
+    assert npu.fallback_figure("memory_bandwidth") == targets["rasp4b"].bandwidth()
+    assert 0 < npu.fallback_figure("link_bandwidth") < npu.bandwidth()
+    assert 0 < npu.fallback_figure("link_latency") < 1e-2
+    with pytest.raises(UnknownNameError, match="no fallback device"):
+        targets["orin"].fallback_figure("memory_bandwidth")
+
+
+def test_digest_follows_the_figures(targets: dict[str, Target]) -> None:
+    orin = targets["orin"]
+    assert orin.digest() == load_target_file(SHIPPED / "orin.toml", "other").digest()
+    faster = orin.with_measurements({"memory_bandwidth": 1e12}, source="test")
+    assert faster.digest() != orin.digest()
+    tuned = orin.with_efficiency({"conv": 0.5}, source="fit")
+    assert tuned.efficiency["conv"] == 0.5 and tuned.digest() != orin.digest()
+    with pytest.raises(UserInputError, match="not an op class"):
+        orin.with_efficiency({"convolution": 0.5}, source="fit")
+    with pytest.raises(UserInputError, match=r"in \(0, 1\]"):
+        orin.with_efficiency({"conv": 1.5}, source="fit")
+    assert set(EFFICIENCY_CLASSES) >= {"conv", "matmul", "elementwise", "data"}
+
+
 def test_host_figures_are_explicitly_pending(targets: dict[str, Target]) -> None:
     host = targets["host"]
     assert host.host_triple is None and host.cross_compiler is None
+    assert host.calibration == "host-cpu"
     assert host.memory_bandwidth == MEASURED
     assert set(host.pending_figures()) == {
         *(f"peak_flops.{d}" for d in host.supported_dtypes), "memory_bandwidth",
-        "launch_overhead"}
+        "launch_overhead", "cache_size", "cache_bandwidth"}
     with pytest.raises(UserInputError, match="not measured yet"):
         host.peak("float32")
     with pytest.raises(UserInputError, match="not measured yet"):
@@ -84,11 +155,17 @@ def test_measurements_fill_pending_figures(targets: dict[str, Target]) -> None:
                                       source="host micro-benchmark, test run")
     assert measured.peak("float32") == 1.5e11 and measured.bandwidth() == 2e10
     assert measured.sources["memory_bandwidth"] == "host micro-benchmark, test run"
-    assert set(measured.pending_figures()) == {"peak_flops.int8", "launch_overhead"}
+    assert set(measured.pending_figures()) == {"peak_flops.int8", "launch_overhead",
+                                               "cache_size", "cache_bandwidth"}
     assert host.peak_flops["float32"] == MEASURED  # the original is untouched
     assert measured != host and len({host, measured, targets["host"]}) == 2  # hashable
     with pytest.raises(UnknownNameError, match=r"no figure 'peak_flops\.float16'"):
         host.with_measurements({"peak_flops.float16": 1e12}, source="x")
+    # a calibration may add a dtype the CPU turned out to have units for
+    wider = host.with_measurements({"peak_flops.bfloat16": 3e11}, source="x", new_dtypes=True)
+    assert wider.supported_dtypes[-1] == "bfloat16" and wider.peak("bfloat16") == 3e11
+    with pytest.raises(UnknownNameError, match="no figure 'cache_size'"):
+        targets["orin"].with_measurements({"cache_size": 1e6}, source="x")
 
 
 def test_default_pipelines_parse(targets: dict[str, Target]) -> None:
@@ -101,9 +178,11 @@ def test_default_pipelines_parse(targets: dict[str, Target]) -> None:
 def test_unknown_target_suggests_close_names(targets: dict[str, Target]) -> None:
     with pytest.raises(UnknownNameError, match=r"unknown target 'orn'; did you mean 'orin'"):
         get_target("orn", targets)
-    with pytest.raises(UnknownNameError, match="known: host, orin"):
-        get_target("tpu-v9")
+    with pytest.raises(UnknownNameError, match="known: h100, host, npu-example, orin, rasp4b"):
+        get_target("tpu-v9", targets)
     assert get_target("orin") == targets["orin"]
+    # without calibration, a pending host stays pending (nothing is measured)
+    assert get_target("host", targets, calibrate=False) is targets["host"]
 
 
 # -- broken files ----------------------------------------------------------------------
@@ -137,6 +216,22 @@ BROKEN = [
     ('[tvm.target]  #', '[tvm.targets]  #', r"key 'tvm.targets' is not a target key"),
     ('"peak_flops.float32" = ', '"peak_flops.float32x" = ',
      r"key 'sources' gives no source for peak_flops.float32"),
+    ('float16 = 42.5e12', 'float16 = 42.5e12\ntfloat32 = "fast"', r"key 'peak_flops.tfloat32'"),
+    ('name = "orin"', 'name = "orin"\nsupported_ops = ["Conv"]',
+     r"key 'supported_ops' needs a \[fallback\] table"),
+    ('name = "orin"', 'name = "orin"\nsupported_ops = []', r"key 'supported_ops' must be a"),
+    ('name = "orin"', 'name = "orin"\ncalibration = "gpu-bench"',
+     r"key 'calibration' is 'gpu-bench'; known: host-cpu"),
+    ('[sources]', '[efficiency]\nmatmull = 0.5\n\n[sources]',
+     r"key 'efficiency.matmull' is not an op class; did you mean 'matmul'"),
+    ('[sources]', '[efficiency]\nconv = 0\n\n[sources]', r"key 'efficiency.conv' is 0"),
+    ('[sources]', '[efficiency]\nconv = 0.5\n\n[sources]',
+     r"key 'sources' gives no source for efficiency"),
+    ('[sources]', '[cache]\nsize = 4e6\n\n[sources]', r"key 'cache.bandwidth' is missing"),
+    ('[sources]', '[cache]\nsize = 10\nbandwidth = 1e11\n\n[sources]',
+     r"key 'cache.size' is 10, implausible: expected > 1024 bytes"),
+    ('[sources]', '[cache]\nsize = 4e6\nbandwidth = 1e11\n\n[sources]',
+     r"gives no source for cache.size, cache.bandwidth"),
 ]
 
 
@@ -147,6 +242,24 @@ def test_broken_target_file_names_file_and_key(tmp_path: Path, old: str, new: st
     with pytest.raises(UserInputError, match=message) as info:
         load_target_file(path)
     assert str(info.value).startswith(f"{path}: ")
+
+
+def test_fallback_table_is_checked(tmp_path: Path) -> None:
+    text = (SHIPPED / "npu-example.toml").read_text()
+    cases = [
+        ("link_latency = 1e-4", "link_latency = 5", r"key 'fallback.link_latency' is 5"),
+        ("link_bandwidth = 3e8", "link_bw = 3e8", r"key 'fallback.link_bw' is not a target key"),
+        ("peak_flops = { float32 = 57.6e9, int8 = 115.2e9 }",
+         "peak_flops = { float33 = 57.6e9 }", r"key 'fallback.peak_flops.float33' names"),
+        ('"fallback.link_bandwidth" = ', '"fallback.link_bw" = ',
+         r"gives no source for fallback.link_bandwidth"),
+    ]
+    for old, new, message in cases:
+        assert old in text, old
+        path = tmp_path / "npu-example.toml"
+        path.write_text(text.replace(old, new, 1))
+        with pytest.raises(UserInputError, match=message):
+            load_target_file(path)
 
 
 def test_string_tvm_target_is_refused_with_the_reason(tmp_path: Path) -> None:
@@ -182,5 +295,5 @@ def test_one_name_in_two_folders_names_both(tmp_path: Path) -> None:
         (folder / "host.toml").write_text((SHIPPED / "host.toml").read_text())
     with pytest.raises(PluginError, match=r"'host' is defined twice: .*a/host.toml \(dist-a\) "
                                           r"and .*b/host.toml \(dist-b\)"):
-        load_targets({first: "dist-a", second: "dist-b"})
-    assert list(load_targets({first: "dist-a"})) == ["host"]
+        load_targets({first: "dist-a", second: "dist-b"}, cache_dir=tmp_path)
+    assert list(load_targets({first: "dist-a"}, cache_dir=tmp_path)) == ["host"]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import click
 
 import optc
-from optc.cli import passes, run_passes, show, targets
+from optc.cli import passes, profile, run_passes, show, targets
 from optc.cli.failures import EXIT_CODES_HELP, OptcGroup
 
 LOG_FORMAT = "optc: %(levelname)s: %(name)s: %(message)s"
@@ -65,6 +65,7 @@ cli.add_command(show.command)
 cli.add_command(passes.command)
 cli.add_command(targets.command)
 cli.add_command(run_passes.command)
+cli.add_command(profile.command)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""``optc targets``: the installed targets and their figures."""
+"""``optc targets``: the installed targets and their figures; ``--calibrate`` measures."""
 
 from __future__ import annotations
 
@@ -8,17 +8,27 @@ import click
 
 from optc.cli import render
 from optc.cli.failures import EXIT_CODES_HELP
-from optc.target import MEASURED, Figure, Target, load_targets
+from optc.errors import UserInputError
+from optc.target import MEASURED, Figure, Target, get_target, load_targets
 
 
 @click.command("targets", epilog=EXIT_CODES_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document: name -> target.")
-def command(as_json: bool) -> None:
+@click.option("--calibrate", "calibrate", metavar="NAME",
+              help="Run NAME's micro-benchmark now (the host: a few seconds), cache the "
+                   "figures, and show that target.")
+@click.option("--quick", is_flag=True, help="With --calibrate: smaller problems, rougher figures.")
+def command(as_json: bool, calibrate: str | None, quick: bool) -> None:
     """List installed targets: TVM target, peaks, bandwidth, launch overhead, dtypes.
 
-    A figure shown as "measured" is pending: the target's micro-benchmark supplies it.
+    A figure shown as "measured" is pending: the target's micro-benchmark supplies
+    it on first use (or now, with --calibrate).
     """
+    if quick and not calibrate:
+        raise click.UsageError("--quick only applies with --calibrate")
     targets = load_targets()
+    if calibrate:
+        targets = {calibrate: calibrate_now(calibrate, targets, quick)}
     if as_json:
         render.print_json({name: target_document(t) for name, t in targets.items()})
         return
@@ -28,20 +38,42 @@ def command(as_json: bool) -> None:
         render.print_fields(f"{target.name}: {target.description}", target_fields(target))
 
 
+def calibrate_now(name: str, targets: dict[str, Target], quick: bool) -> Target:
+    target = get_target(name, targets, calibrate=False)
+    if not target.calibration:
+        raise UserInputError(f"target {name!r} has no micro-benchmark; its figures come "
+                             f"from {target.path}")
+    from optc.cost.calibration import calibrate_target  # deferred: imports torch
+
+    return calibrate_target(target, quick=quick, force=True)
+
+
 def target_document(target: Target) -> dict[str, Any]:
     """A target as JSON; pending figures stay the string "measured"."""
+    fallback = target.fallback
     return {
         "name": target.name,
         "description": target.description,
         "tvm_target": target.tvm_target_dict,
         "tvm_tag": target.tvm_tag,
+        "tvm_byoc": target.tvm_byoc,
         "host_triple": target.host_triple,
         "cross_compiler": target.cross_compiler,
         "peak_flops": dict(target.peak_flops),
         "peak_flops_sparse": dict(target.peak_flops_sparse),
         "memory_bandwidth": target.memory_bandwidth,
         "launch_overhead": target.launch_overhead,
+        "cache": None if target.cache_size is None else {
+            "size": target.cache_size, "bandwidth": target.cache_bandwidth},
         "supported_dtypes": list(target.supported_dtypes),
+        "supported_ops": None if target.supported_ops is None else sorted(target.supported_ops),
+        "fallback": None if fallback is None else {
+            "description": fallback.description, "peak_flops": dict(fallback.peak_flops),
+            "memory_bandwidth": fallback.memory_bandwidth,
+            "launch_overhead": fallback.launch_overhead,
+            "link_bandwidth": fallback.link_bandwidth, "link_latency": fallback.link_latency},
+        "efficiency": dict(target.efficiency),
+        "calibration": target.calibration,
         "default_pipeline": target.default_pipeline,
         "sources": dict(target.sources),
         "pending": list(target.pending_figures()),
@@ -57,6 +89,8 @@ def target_fields(target: Target) -> list[tuple[str, str]]:
         ("host triple", target.host_triple or "this machine"),
         ("cross compiler", target.cross_compiler or "none (native)"),
     ]
+    if target.tvm_byoc:
+        fields.append(("tvm byoc", target.tvm_byoc))
     fields += [(f"peak {dtype}", _figure(v, _ops_unit(dtype)))
                for dtype, v in target.peak_flops.items()]
     fields += [(f"peak {dtype} (sparse)", _figure(v, _ops_unit(dtype)))
@@ -64,9 +98,38 @@ def target_fields(target: Target) -> list[tuple[str, str]]:
     fields += [
         ("memory bandwidth", _figure(target.memory_bandwidth, "B/s")),
         ("launch overhead", _figure(target.launch_overhead, "s")),
-        ("dtypes", ", ".join(target.supported_dtypes)),
+    ]
+    if target.cache_size is not None and target.cache_bandwidth is not None:
+        fields += [("cache size", _figure(target.cache_size, "B")),
+                   ("cache bandwidth", _figure(target.cache_bandwidth, "B/s"))]
+    fields.append(("dtypes", ", ".join(target.supported_dtypes)))
+    if target.supported_ops is not None:
+        fields.append(("ops", ", ".join(sorted(target.supported_ops))))
+    fields += _fallback_fields(target)
+    if target.efficiency:
+        fields.append(("efficiency", ", ".join(f"{k} {v:.2f}"
+                                               for k, v in target.efficiency.items())))
+    if target.calibration:
+        fields.append(("calibration", target.calibration))
+    fields += [
         ("default pipeline", target.default_pipeline),
         ("file", f"{target.path} ({target.distribution or 'unknown distribution'})"),
+    ]
+    return fields
+
+
+def _fallback_fields(target: Target) -> list[tuple[str, str]]:
+    fallback = target.fallback
+    if fallback is None:
+        return []
+    fields = [("fallback", fallback.description)]
+    fields += [(f"fallback peak {dtype}", _figure(v, _ops_unit(dtype)))
+               for dtype, v in fallback.peak_flops.items()]
+    fields += [
+        ("fallback memory bandwidth", _figure(fallback.memory_bandwidth, "B/s")),
+        ("fallback launch overhead", _figure(fallback.launch_overhead, "s")),
+        ("link bandwidth", _figure(fallback.link_bandwidth, "B/s")),
+        ("link latency", _figure(fallback.link_latency, "s")),
     ]
     return fields
 
@@ -80,4 +143,6 @@ def _figure(value: Figure, unit: str) -> str:
         return "measured (pending)"
     if unit == "s":
         return render.human_seconds(float(value))
+    if unit == "B":
+        return render.human_bytes(int(value))
     return render.human_rate(float(value), unit)
