@@ -20,7 +20,7 @@ from optc.errors import BudgetNotMetError
 
 LIGHT = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"
 OPTC = Path(sys.executable).parent / "optc"  # the console script of this environment
-COMMANDS = ("show", "passes", "targets", "run-passes")
+COMMANDS = ("show", "passes", "targets", "run-passes", "profile", "compile", "measure")
 
 
 def test_help_documents_commands_and_exit_codes() -> None:

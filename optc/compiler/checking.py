@@ -1,0 +1,136 @@
+"""The output check: the compiled model against optc's reference interpreter.
+
+Both run on the same deterministic feeds; float inputs are seeded standard-normal
+samples (signed, so that both sides of every ReLU are exercised), other inputs zeros
+(a valid index and an all-off mask in any model).
+
+Tolerance, per float output: ``|compiled - reference| <= atol + rtol * |reference|``
+with ``rtol = 1e-3`` and ``atol = 1e-4 * max |reference|``. TVM reorders float32
+reductions (tiling, vectorization) and may use polynomial ``exp``/``erf`` (relative
+error below 3e-7): each element then carries rounding of order ``sqrt(K) * 6e-8``
+times the magnitude of the ``K`` terms summed into it, which for the K of real
+layers (up to ~10^4) and a few dozen layers stays well under 1e-4 of the output's
+range. An element that is a near-zero difference of large terms has no meaningful
+relative accuracy, hence the absolute part scaled by the output's own magnitude (the
+check does not depend on the model's units). A real miscompilation (a wrong index, a
+dropped bias, a bad schedule) moves outputs by whole percent or more. Integer and
+bool outputs must be equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from optc.errors import OptcError
+from optc.ir.graph import Graph
+
+log = logging.getLogger(__name__)
+
+RTOL = 1e-3
+ATOL_SCALE = 1e-4
+SEED = 0
+FEEDS = f"seeded standard-normal floats (numpy default_rng({SEED})), zeros for other dtypes"
+
+
+class OutputMismatchError(OptcError):
+    """The compiled model disagrees with the reference interpreter: a bug in optc or TVM
+    (exit code 1), never the user's model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputError:
+    """How far one compiled output is from the reference."""
+
+    name: str
+    max_abs_error: float
+    atol: float
+    worst_excess: float
+    """max of ``|error| - (atol + rtol * |reference|)``; > 0 means out of tolerance."""
+
+    @property
+    def ok(self) -> bool:
+        return self.worst_excess <= 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "max_abs_error": self.max_abs_error, "atol": self.atol,
+                "within_tolerance": self.ok}
+
+
+def check_feeds(inputs: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Deterministic feeds for ``inputs`` (``TensorSpec``s with static shapes)."""
+    rng = np.random.default_rng(SEED)
+    feeds = {}
+    for spec in inputs:
+        shape = tuple(int(d) for d in spec.shape or ())
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feeds[spec.name] = np.zeros(shape, dtype)
+    return feeds
+
+
+def reference_outputs(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from optc.interp import run_numpy  # deferred: imports torch
+
+    return run_numpy(graph, feeds)
+
+
+def compare(reference: Mapping[str, np.ndarray],
+            compiled: Mapping[str, np.ndarray]) -> list[OutputError]:
+    """Per output errors; differing output names or shapes are mismatches at once."""
+    if set(reference) != set(compiled):
+        raise OutputMismatchError(f"the compiled model returns outputs {sorted(compiled)}, "
+                                  f"the reference {sorted(reference)} (a bug in optc or TVM)")
+    return [_compare_one(name, np.asarray(want), np.asarray(compiled[name]))
+            for name, want in reference.items()]
+
+
+def _compare_one(name: str, want: np.ndarray, got: np.ndarray) -> OutputError:
+    if want.shape != got.shape:
+        raise OutputMismatchError(f"compiled output {name!r} has shape {list(got.shape)}, the "
+                                  f"reference {list(want.shape)} (a bug in optc or TVM)")
+    if want.size == 0:
+        return OutputError(name, 0.0, 0.0, 0.0)
+    want64, got64 = want.astype(np.float64), got.astype(np.float64)
+    if want.dtype.kind != "f":  # integers and bools: exactly equal
+        largest = float(np.max(np.abs(got64 - want64)))
+        return OutputError(name, largest, 0.0, largest)
+    finite = np.isfinite(want64)
+    # A non-finite reference element must be reproduced exactly (inf as inf, nan as nan);
+    # a NaN the reference does not have is an infinite error.
+    same = (want64 == got64) | (np.isnan(want64) & np.isnan(got64))
+    with np.errstate(invalid="ignore"):  # inf - inf where the reference is not finite
+        error = np.where(finite, np.abs(got64 - want64), np.where(same, 0.0, np.inf))
+    error = np.where(np.isnan(error), np.inf, error)
+    atol = ATOL_SCALE * (float(np.max(np.abs(want64[finite]))) if finite.any() else 0.0)
+    excess = error - (atol + RTOL * np.abs(np.where(finite, want64, 0.0)))
+    return OutputError(name, float(np.max(error)), atol, float(np.max(excess)))
+
+
+def check_outputs(graph: Graph, feeds: Mapping[str, np.ndarray],
+                  compiled: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The check record for the report; ``OutputMismatchError`` when out of tolerance."""
+    errors = compare(reference_outputs(graph, feeds), compiled)
+    bad = [e for e in errors if not e.ok]
+    if bad:
+        worst = bad[0]
+        raise OutputMismatchError(
+            f"the compiled model disagrees with the reference interpreter on output "
+            f"{worst.name!r} (max abs error {worst.max_abs_error:.3g}, allowed "
+            f"{worst.atol:.3g} + {RTOL:g} x |reference|); nothing was written. This is a bug "
+            f"in optc or TVM: please report it")
+    log.info("output check passed: %s", ", ".join(
+        f"{e.name} max abs error {e.max_abs_error:.3g}" for e in errors))
+    return {"status": "passed", "reference": "optc.interp (reference interpreter)",
+            "feeds": FEEDS, "rtol": RTOL, "atol_scale": ATOL_SCALE,
+            "outputs": [e.to_json() for e in errors]}
+
+
+def skipped(reason: str) -> dict[str, Any]:
+    return {"status": "skipped", "reason": reason}

@@ -1,0 +1,47 @@
+"""``compile_model(..., tune=N)``: MetaSchedule tuning with a database cached under the
+optc cache and reused by the next compile. Heavy: tuning takes minutes on 2 cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_compile_support import DIGITS, cache_dir  # noqa: F401 (a fixture)
+
+from optc.compiler import compile_model
+from optc.compiler.tuning import tuning_dir
+from optc.errors import UserInputError
+
+pytestmark = pytest.mark.heavy
+
+
+@pytest.fixture(autouse=True)
+def _metaschedule_works() -> None:
+    """Skip, saying why, where this TVM build crashes serializing TIR (MetaSchedule needs it)."""
+    from optc.codegen.schedules.tune import check_serialization
+
+    try:
+        check_serialization()
+    except UserInputError as exc:
+        pytest.skip(str(exc))
+
+
+def test_tuning_database_is_cached_and_reused(tmp_path: Path, cache_dir: Path,  # noqa: F811
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir))
+    first = compile_model(DIGITS, "host", tmp_path / "first", tune=8, repeat=2)
+    tuning = first.report["tuning"]
+    database = Path(tuning["database"])
+    assert database == tuning_dir(_host_tvm_target(cache_dir / "optc"))
+    assert database.is_relative_to(cache_dir / "optc" / "tuning")
+    assert tuning["records"] > 0 and tuning["trials"] == 8
+    assert first.report["check"]["status"] == "passed"
+    second = compile_model(DIGITS, "host", tmp_path / "second", tune=8, repeat=2)
+    assert second.report["tuning"]["records"] == tuning["records"]  # nothing tuned again
+    assert second.report["stages_s"]["tune"] < first.report["stages_s"]["tune"]
+
+
+def _host_tvm_target(optc_cache: Path) -> dict:
+    from optc.target import get_target
+
+    return get_target("host", cache_dir=optc_cache).tvm_target_dict
