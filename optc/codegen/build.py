@@ -23,7 +23,12 @@ from optc.codegen.cuda import DeviceBinary, compile_cuda_kernels
 from optc.codegen.host_cpu import machine_arch, triple_arch
 from optc.codegen.importer import first_line, import_graph, input_specs
 from optc.codegen.packing import pack_imports
-from optc.codegen.relax_pipeline import ModuleHook, default_schedule, keep, relax_pipeline
+from optc.codegen.relax_pipeline import (
+    ModuleHook,
+    default_prepare,
+    default_schedule,
+    relax_pipeline,
+)
 from optc.codegen.signature import TensorSpec, output_specs
 from optc.errors import UserInputError
 from optc.ir import Graph
@@ -81,7 +86,7 @@ class BuiltModule:
 
 def build(graph: Graph, tvm_target: Mapping[str, Any] | str,
           host: Mapping[str, Any] | None = None, cross_compiler: str | None = None, *,
-          shapes: Mapping[str, Sequence[int]] | None = None, prepare: ModuleHook = keep,
+          shapes: Mapping[str, Sequence[int]] | None = None, prepare: ModuleHook = default_prepare,
           schedule: ModuleHook = default_schedule, fuse: bool | None = None) -> BuiltModule:
     """Compile ``graph`` for ``tvm_target`` (a TVM target JSON dict, or a TVM tag name).
 

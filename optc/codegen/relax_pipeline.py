@@ -58,8 +58,22 @@ def gpu_schedule(mod: IRModule, target: tvm.target.Target) -> IRModule:
 
 
 def cpu_schedule(mod: IRModule, target: tvm.target.Target) -> IRModule:
-    """Where optc's CPU schedules are applied to the legalized module; TVM's defaults today."""
-    return mod
+    """optc's CPU schedules (``optc.codegen.schedules``) on the legalized, fused module.
+
+    Imported here, not at module level: the schedules package is only needed for CPUs.
+    """
+    from optc.codegen.schedules import apply_cpu_schedules
+
+    return apply_cpu_schedules(mod, target)
+
+
+def default_prepare(mod: IRModule, target: tvm.target.Target) -> IRModule:
+    """CPUs: channels-last layout with weights re-packed at compile time; GPUs: unchanged."""
+    if is_gpu(target):
+        return mod
+    from optc.codegen.schedules import prepare_cpu
+
+    return prepare_cpu(mod, target)
 
 
 def default_schedule(mod: IRModule, target: tvm.target.Target) -> IRModule:
@@ -92,16 +106,19 @@ def legalize_passes(target: tvm.target.Target, fuse: bool) -> list[tvm.transform
     return [*stages.library_dispatch_passes(target), relax.transform.LegalizeOps()]
 
 
-def relax_pipeline(target: tvm.target.Target, prepare: ModuleHook = keep,
+def relax_pipeline(target: tvm.target.Target, prepare: ModuleHook = default_prepare,
                    schedule: ModuleHook = default_schedule,
                    fuse: bool | None = None) -> tvm.transform.Pass:
     """A module pass running TVM's default stages for ``target`` with optc's hooks.
 
-    ``fuse=None`` fuses operators on GPUs (as TVM's GPU pipelines do) and not on CPUs
-    (as ``tvm.compile`` does); a CPU schedule working on fused functions asks for it.
+    ``fuse=None`` fuses operators when optc's own schedules run (they schedule an
+    epilogue inside its producer's tile) and otherwise only on GPUs, as ``tvm.compile``
+    does; pass ``schedule=keep`` for TVM's untouched defaults.
     """
     stages = backend_stages(target)
-    legalize = legalize_passes(target, is_gpu(target) if fuse is None else fuse)
+    if fuse is None:
+        fuse = is_gpu(target) or schedule is default_schedule
+    legalize = legalize_passes(target, fuse)
 
     @tvm.transform.module_pass(opt_level=0, name="optc_relax_pipeline")
     def _pipeline(mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
