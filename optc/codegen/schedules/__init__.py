@@ -1,0 +1,38 @@
+"""optc's default CPU schedules for TVM 0.27 (``llvm`` targets).
+
+TVM 0.27's default Relax pipeline for CPUs legalizes and fuses but schedules nothing, so
+every kernel is a scalar, serial loop nest. This package supplies:
+
+- a graph-level preparation (``prepare_cpu``): inference clean-ups, channels-last
+  (NHWC/HWIO) layout for 2-D convolutions with constant weights re-packed at compile time,
+  vectorizable ``exp``/``erf``/``softmax`` (``prep.py``, ``lift.py``, ``fastmath.py``);
+- schedule rules over the legalized, fused TIR (``apply_cpu_schedules``): a register-
+  blocked, vectorized, parallel contraction schedule for conv2d / matmul / dense /
+  batch_matmul with their elementwise epilogues (``contraction.py``), vectorized pooling
+  and spatial reductions (``reduction.py``), dlight's row reduction rule for softmax and
+  layer norm, and an injective fallback that parallelizes and vectorizes the rest
+  (``loops.py``); functions no rule understands are left as TVM generates them;
+- ``cpu_pipeline(target)``: the whole Relax pipeline with both of the above, for
+  ``tvm.compile(mod, target, relax_pipeline=cpu_pipeline(target))``;
+- ``tune(mod, target, trials, work_dir)``: MetaSchedule on top, with a JSON database in
+  ``work_dir`` that later compiles pick up (``tune.py``).
+
+How ``optc.codegen.build`` uses it (its ``relax_pipeline`` hooks)::
+
+    from optc.codegen.schedules import apply_cpu_schedules, prepare_cpu
+
+    if target.kind.name == "llvm":
+        executable = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(
+            target, prepare=prepare_cpu, schedule=apply_cpu_schedules, fuse=True))
+
+The schedules need fused functions (``fuse=True``): an epilogue is scheduled inside its
+producer's tile. Tuned records: build inside ``with tune(...):`` (or ``with
+open_database(work_dir):``); ``apply_cpu_schedules`` applies the current MetaSchedule
+database first and schedules only what it has no record for.
+"""
+
+from optc.codegen.schedules.apply import apply_cpu_schedules
+from optc.codegen.schedules.pipeline import cpu_pipeline, prepare_cpu
+from optc.codegen.schedules.tune import open_database, tune
+
+__all__ = ["apply_cpu_schedules", "cpu_pipeline", "open_database", "prepare_cpu", "tune"]

@@ -1,0 +1,162 @@
+"""Apply the CPU schedule rules to every unscheduled PrimFunc of an IRModule."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import tvm
+import tvm_ffi
+from tvm import relax, s_tir, tirx
+from tvm.s_tir import dlight as dl
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
+from tvm.s_tir.dlight.base import try_inline
+
+from .analysis import Contraction, as_contraction
+from .contraction import schedule_contraction
+from .hw import CpuInfo, cpu_info
+from .loops import schedule_injective
+from .reduction import schedule_inner_reduction, schedule_spatial_vector_reduction
+
+logger = logging.getLogger(__name__)
+
+_SCHEDULED = "tirx.is_scheduled"
+
+
+def _is_scheduled(func: tirx.PrimFunc) -> bool:
+    return func.attrs is not None and _SCHEDULED in func.attrs and bool(func.attrs[_SCHEDULED])
+
+
+def _is_identity_copy(sch: s_tir.Schedule, info: SBlockInfo) -> bool:
+    """A spatial block that only copies its input at the same index (a pad without
+    padding); inlining it costs nothing in the consumer."""
+    store = sch.get(info.block_rv).body
+    if not info.is_injective() or not isinstance(store, tirx.BufferStore):
+        return False
+    load = store.value
+    return isinstance(load, tvm.ir.TensorLoad) and bool(
+        tvm_ffi.structural_equal(list(load.indices), list(store.indices))
+    )
+
+
+def _reads_elementwise(sch: s_tir.Schedule, consumer: SBlockInfo, buffer: tirx.Buffer) -> bool:
+    """Whether ``consumer`` reads ``buffer`` at exactly the indices it writes."""
+    block = sch.get(consumer.block_rv)
+    if len(block.writes) != 1:
+        return False
+    out = [r.min for r in block.writes[0].region]
+    for region in block.reads:
+        if region.source.same_as(buffer):
+            idx = [r.min for r in region.region]
+            return len(idx) == len(out) and all(
+                tvm_ffi.structural_equal(a, b) for a, b in zip(idx, out, strict=True)
+            )
+    return False
+
+
+def _schedule_contraction_func(
+    sch: s_tir.Schedule, infos: list[SBlockInfo], cpu: CpuInfo
+) -> bool:
+    reductions = [i for i, info in enumerate(infos) if not info.is_injective()]
+    if len(reductions) != 1:
+        return False
+    pos = reductions[0]
+    con: Contraction | None = as_contraction(sch, infos[pos])
+    if con is None:
+        return False
+    producers = []
+    for info in infos[:pos]:
+        if _is_identity_copy(sch, info):
+            sch.compute_inline(info.block_rv)
+        else:
+            producers.append(info)
+    consumers = try_inline(sch, list(infos[pos + 1 :]))
+    out_buf = sch.get(con.info.block_rv).writes[0].source
+    epilogue = None
+    if consumers and _reads_elementwise(sch, consumers[0], out_buf):
+        epilogue = consumers.pop(0)
+    # The contraction analysis ran before inlining; refresh the loop handles it holds.
+    con = _refresh(sch, con)
+    if con is None or not schedule_contraction(sch, con, epilogue, cpu):
+        return False
+    for info in [*producers, *consumers]:
+        schedule_injective(sch, info.block_rv, cpu.lanes(32), cpu.cores)
+    return True
+
+
+def _refresh(sch: s_tir.Schedule, con: Contraction) -> Contraction | None:
+    block = con.info.block_rv
+    loops = sch.get_loops(block)
+    if len(loops) != len(con.info.iters):
+        return None
+    iters = [
+        type(it)(kind=it.kind, var=it.var, dom=it.dom, loop_rv=loop)
+        for it, loop in zip(con.info.iters, loops, strict=True)
+    ]
+    info = SBlockInfo(con.info.name, iters, block, reduction_block=True)
+    return dataclasses.replace(con, info=info)
+
+
+def _schedule_generic(sch: s_tir.Schedule, infos: list[SBlockInfo], cpu: CpuInfo) -> None:
+    """Fallback: every block at root, vectorized where contiguous, parallel outside."""
+    lanes = cpu.lanes(32)
+    for info in try_inline(sch, list(infos)):
+        if info.is_injective():
+            schedule_injective(sch, info.block_rv, lanes, cpu.cores)
+        elif not schedule_spatial_vector_reduction(sch, info, lanes, cpu.cores):
+            schedule_inner_reduction(sch, info, cpu.cores)
+
+
+def schedule_prim_func(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.PrimFunc | None:
+    """Scheduled copy of ``func`` or None when no rule applies (it is then left as is)."""
+    cpu = cpu_info(target)
+    sch = s_tir.Schedule(func)
+    infos = normalize_prim_func(sch)
+    if infos is None:
+        return None
+    if _schedule_contraction_func(sch, infos, cpu):
+        return sch.mod["main"]
+    # softmax / layer norm: dlight's CPU rule fuses the row-wise stages under one loop.
+    reduced = dl.cpu.Reduction().apply(func, target, False)
+    if isinstance(reduced, s_tir.Schedule):
+        return reduced.mod["main"]
+    sch = s_tir.Schedule(func)
+    infos = normalize_prim_func(sch)
+    if infos is None:
+        return None
+    _schedule_generic(sch, infos, cpu)
+    return sch.mod["main"]
+
+
+def apply_cpu_schedules(
+    mod: tvm.IRModule, target: tvm.target.Target, database: ms.Database | None = None
+) -> tvm.IRModule:
+    """Schedule every PrimFunc of ``mod`` not already marked ``tirx.is_scheduled``.
+
+    Tuned schedules come first: those of ``database`` (default: the MetaSchedule database
+    of the enclosing ``with database:``, if any). Functions no rule understands are left
+    unchanged (TVM still compiles them, serially); a rule that fails half-way is logged
+    and the function is left unscheduled.
+    """
+    database = database if database is not None else ms.Database.current()
+    if database is not None:
+        with database, target:
+            mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+    updates = {}
+    for gvar, func in mod.functions_items():
+        if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
+            continue
+        try:
+            new = schedule_prim_func(func, target)
+        except (RuntimeError, ValueError) as err:  # ScheduleError, TVM InternalError
+            logger.warning("no CPU schedule for %s: %s", gvar.name_hint, str(err).splitlines()[0])
+            continue
+        if new is not None:
+            updates[gvar] = new.with_attr(_SCHEDULED, True)
+    if not updates:
+        return mod
+    mod = mod.shallow_copy() if hasattr(mod, "shallow_copy") else mod
+    for gvar, func in updates.items():
+        mod[gvar] = func
+    return mod

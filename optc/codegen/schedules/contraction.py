@@ -1,0 +1,144 @@
+"""Register-blocked, vectorized, parallel schedule for contractions (conv2d NHWC, matmul).
+
+Loop nest produced for ``O[.., r, v] += A[.., r, k] * B[.., k, v]`` (conv: r = output
+column, v = output channel, k = (ky, kx, c_in))::
+
+    parallel for (batch, v_outer, outer, r_outer):     # fused
+        acc[rb, nv*lanes] = 0                          # local: lives in registers
+        for k...:                                      # reduction, weights panel stays in L2
+            for rb (unrolled):
+                for nv (unrolled):
+                    for lanes (vectorized):  acc += A[.., r, k] * B[.., k, v]
+        O[..] = epilogue(acc)                          # bias/BN/ReLU fused, vectorized
+
+The accumulator tile ``rb x (nv * lanes)`` is sized to fit the register file; ``v`` is the
+contiguous axis of the output and of the weights, ``A`` is broadcast.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+from tvm import s_tir
+from tvm.s_tir.dlight.analysis import SBlockInfo
+
+from .analysis import Contraction
+from .hw import CpuInfo
+from .loops import unroll_and_vectorize
+
+logger = logging.getLogger(__name__)
+
+# Accumulator vectors kept live; the rest of the register file holds operands.
+_MAX_ACC_FRACTION = 0.75
+# A row tile smaller than this leaves the FMA pipes waiting on latency.
+_MIN_ROWS = 4
+# Row tiles are unrolled; beyond this the code size grows without gain.
+_MAX_ROWS = 16
+
+
+# Below this many multiply-adds (~0.1 ms on one core) a parallel launch risks more than
+# it saves: TVM's thread pool splits the loop statically, so a worker that the OS has
+# not scheduled (a busy machine) stalls the whole kernel at the join.
+PARALLEL_MIN_MACS = 8_000_000
+
+
+def _macs(con: Contraction) -> int:
+    return math.prod(int(it.dom) for it in con.info.iters)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Register tile: ``rows`` output rows by ``vectors`` SIMD vectors of ``lanes``."""
+
+    rows: int
+    vectors: int
+    lanes: int
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def choose_tile(
+    rows: int, cols: int, cpu: CpuInfo, dtype_bits: int, group: int = 0
+) -> Tile | None:
+    """Pick the register tile for a ``rows x cols`` output, or None if ``cols`` cannot be
+    vectorized. Exact divisors are preferred (no tail predicates), then tile area. With
+    ``group``, the tile width (vectors x lanes) must divide it."""
+    span = math.gcd(cols, group) if group else cols
+    lanes = cpu.lanes(dtype_bits)
+    while lanes > 1 and span % lanes:
+        lanes //= 2
+    if lanes < 2:
+        return None
+    budget = int(cpu.registers * _MAX_ACC_FRACTION)
+    best: tuple[tuple[int, ...], Tile] | None = None
+    for vectors in _divisors(span // lanes):
+        if vectors > budget:
+            break
+        max_rows = max(1, min(_MAX_ROWS, budget // vectors, rows))
+        for r in range(1, max_rows + 1):
+            exact = rows % r == 0
+            waste = (-rows) % r
+            area = r * vectors
+            # Prefer: enough rows to hide FMA latency, exact split, big area, few vectors.
+            score = (min(r, _MIN_ROWS, rows), exact, -waste * vectors, area, -vectors)
+            if best is None or score > best[0]:
+                best = (score, Tile(rows=r, vectors=vectors, lanes=lanes))
+    return best[1] if best else None
+
+
+def schedule_contraction(
+    sch: s_tir.Schedule,
+    con: Contraction,
+    epilogue: SBlockInfo | None,
+    cpu: CpuInfo,
+) -> bool:
+    """Schedule ``con`` (and its elementwise ``epilogue``) in place. False if not applicable."""
+    rows = con.extent(con.row) if con.row is not None else 1
+    tile = choose_tile(rows, con.extent(con.vec), cpu, con.dtype_bits, con.group)
+    if tile is None:
+        return False
+    block = con.info.block_rv
+    loops = [it.loop_rv for it in con.info.iters]
+    v_outer, v_vec, v_lane = sch.split(loops[con.vec], [None, tile.vectors, tile.lanes])
+    if con.row is not None:
+        r_outer, r_inner = sch.split(loops[con.row], [None, tile.rows])
+        rows_inner = [r_inner]
+        rows_outer = [r_outer]
+    else:
+        rows_inner, rows_outer = [], []
+    outer = (
+        [loops[k] for k in con.weight_batch]
+        + [v_outer]
+        + [loops[k] for k in con.outer]
+        + rows_outer
+    )
+    reduce = [loops[k] for k in con.reduce]
+    sch.reorder(*outer, *reduce, *rows_inner, v_vec, v_lane)
+
+    tile_loop = outer[-1]
+    if epilogue is not None:
+        sch.reverse_compute_at(epilogue.block_rv, tile_loop, preserve_unit_loops=True)
+        sch.set_scope(block, 0, "local")
+        writer = epilogue.block_rv
+    else:
+        writer = sch.cache_write(block, 0, "local")
+        sch.reverse_compute_at(writer, tile_loop, preserve_unit_loops=True)
+    # Annotate and parallelize before decomposing: afterwards the update block has no
+    # init, and the vectorize/parallel checks no longer accept it as a reduction block.
+    for loop in rows_inner:
+        sch.unroll(loop)
+    sch.unroll(v_vec)
+    sch.vectorize(v_lane)
+    unroll_and_vectorize(sch, sch.get_loops(writer)[len(outer) :], tile.lanes)
+    fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    if cpu.cores > 1 and _macs(con) >= PARALLEL_MIN_MACS:
+        sch.parallel(fused)
+    if reduce:
+        init = sch.decompose_reduction(block, reduce[0])
+        unroll_and_vectorize(sch, sch.get_loops(init)[1:], tile.lanes)
+    logger.debug("contraction %s: tile %s", con.info.name, tile)
+    return True

@@ -1,0 +1,51 @@
+"""What the schedules need to know about a CPU target: SIMD width and thread count."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import tvm
+from tvm.target import codegen
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """Vector and core resources of an ``llvm`` target.
+
+    ``vector_bits`` is the widest SIMD register the target's features allow; ``registers``
+    is how many of them exist, which bounds the accumulator tile of a contraction.
+    """
+
+    vector_bits: int
+    registers: int
+    cores: int
+
+    def lanes(self, dtype_bits: int = 32) -> int:
+        """SIMD lanes for elements of ``dtype_bits`` bits (at least 1)."""
+        return max(self.vector_bits // dtype_bits, 1)
+
+
+def _has(feature: str, target: tvm.target.Target) -> bool:
+    try:
+        return bool(codegen.target_has_features(feature, target))
+    except (RuntimeError, ValueError):  # non-x86 LLVM targets may not know the feature name
+        return False
+
+
+def cpu_info(target: tvm.target.Target) -> CpuInfo:
+    """Read SIMD width and core count from ``target``.
+
+    ``llvm_get_vector_width`` in TVM 0.27 reports the host's width whatever the target says,
+    so the width comes from the target's feature flags instead.
+    """
+    if _has("avx512f", target):
+        bits, regs = 512, 32
+    elif _has("avx", target):
+        bits, regs = 256, 16
+    elif _has("neon", target) or _has("sve", target):
+        bits, regs = 128, 32
+    else:
+        bits, regs = 128, 16
+    cores = target.attrs.get("num-cores")
+    return CpuInfo(vector_bits=bits, registers=regs, cores=int(cores or os.cpu_count() or 1))

@@ -1,0 +1,70 @@
+"""Reductions whose output's innermost axis is contiguous in the input: pooling and
+``mean``/``sum`` over spatial axes in NHWC. The reduction loops move outside that axis
+so the accumulation runs on whole SIMD vectors::
+
+    parallel for (n, y):  for x:  for (ky, kx):  out[n, y, x, c:c+16] max= in[...]
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir
+from tvm.s_tir.dlight.analysis import SBlockInfo
+
+from .analysis import const_extents, vector_access_ok
+from .loops import extent, parallel_outer, unroll_and_vectorize
+
+
+def vector_axis(sch: s_tir.Schedule, info: SBlockInfo) -> int | None:
+    """Index of the spatial iterator that is the output's last index and contiguous (or
+    absent) in every read, or None."""
+    block = sch.get(info.block_rv)
+    if len(block.writes) != 1 or not const_extents(info):
+        return None
+    last = block.writes[0].region[-1].min
+    for k, it in enumerate(info.iters):
+        if it.kind == "S" and last.same_as(it.var):
+            ok, _ = vector_access_ok(block, it.var)
+            return k if ok else None
+    return None
+
+
+def schedule_spatial_vector_reduction(
+    sch: s_tir.Schedule, info: SBlockInfo, lanes: int, cores: int
+) -> bool:
+    """Reorder ``R`` loops outside the contiguous spatial axis and vectorize it."""
+    vec = vector_axis(sch, info)
+    if vec is None:
+        return False
+    ext = int(info.iters[vec].dom)
+    if ext % lanes and not (ext < lanes and ext % 4 == 0):
+        return False
+    loops = [it.loop_rv for it in info.iters]
+    spatial = [loops[k] for k, it in enumerate(info.iters) if it.kind == "S" and k != vec]
+    reduce = [loops[k] for k, it in enumerate(info.iters) if it.kind == "R"]
+    v_outer = None
+    if ext > lanes:
+        v_outer, v_inner = sch.split(loops[vec], [None, lanes])
+    else:
+        v_inner = loops[vec]
+    outer = spatial + ([v_outer] if v_outer is not None else [])
+    sch.reorder(*outer, *reduce, v_inner)
+    sch.vectorize(v_inner)
+    elems = 1
+    for loop in outer:
+        elems *= extent(sch, loop) or 1
+    n_outer = parallel_outer(sch, outer, elems * lanes, cores)
+    if reduce:
+        init = sch.decompose_reduction(info.block_rv, reduce[0])
+        unroll_and_vectorize(sch, sch.get_loops(init)[n_outer:], lanes)
+    return True
+
+
+def schedule_inner_reduction(sch: s_tir.Schedule, info: SBlockInfo, cores: int) -> None:
+    """Generic reduction at root: parallel over spatial loops, vectorize nothing unsafe."""
+    loops = [it.loop_rv for it in info.iters]
+    spatial = [loops[k] for k, it in enumerate(info.iters) if it.kind == "S"]
+    elems = 1
+    for loop in spatial:
+        elems *= extent(sch, loop) or 1
+    # Keep the reduction loops inside; the spatial loops already lead after normalization.
+    parallel_outer(sch, spatial, elems * 64, cores)
