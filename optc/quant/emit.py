@@ -1,0 +1,186 @@
+"""Write a per-layer precision assignment into the IR as real low-precision ops.
+
+Forms (``x`` the layer's activation input, ``W`` its weight, ``b`` its bias):
+
+- ``w8a8`` / ``w4a8``: ONNX QDQ, the form of onnxruntime's ``quantize_static`` and the
+  one TVM's ONNX frontend imports (``relax.op.quantize`` / ``dequantize``)::
+
+      %x.q   = QuantizeLinear(%x, %x.scale, %x.zero)             # uint8, per tensor
+      %x.dq  = DequantizeLinear(%x.q, %x.scale, %x.zero)
+      %W.dq  = DequantizeLinear(%W.q8, %W.scale8) {axis=c}       # int8 param, per channel
+      %y     = Conv(%x.dq, %W.dq, %b)
+
+- ``w8a16`` / ``w4a16``: weight-only integers, float16 compute::
+
+      %x.fp16  = Cast(%x) {to=FLOAT16}
+      %W.dq    = DequantizeLinear(%W.q4, %W.scale4) {axis=c}
+      %W.dq16  = Cast(%W.dq) {to=FLOAT16}
+      %y.fp16  = Conv(%x.fp16, %W.dq16, %b.fp16);  %y = Cast(%y.fp16) {to=FLOAT}
+
+- ``fp16``: float16 weights and compute, the layer wrapped in Casts.
+
+4-bit weights are stored as int8 codes in [-7, 7], not as ONNX ``INT4``: ``INT4``
+needs opset 21 (this repo's models are opset 17 and converting the whole model is a
+larger change), TVM 0.27's ONNX frontend fails to import ``INT4`` initializers
+(``TensorCopyFromBytes: size mismatch``) and optc's reference interpreter has no 4-bit
+dtype. The ``Precision(bits=4)`` annotation on the weight's DequantizeLinear output
+tells the cost model and code generator the packed size. Biases stay float (onnxruntime
+and TVM accept a float bias after QDQ).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+
+from optc.errors import UserInputError
+from optc.ir.annotations import Precision
+from optc.ir.graph import Graph, Node, Value
+from optc.ir.rewrite import drop_unused_params, replace_nodes
+from optc.quant.layers import Layer
+from optc.quant.numerics import FP32, LayerPrecision, activation_qparams, quantize_weight
+
+QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
+ActRanges = Mapping[str, tuple[float, float]]
+WeightCache = dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]
+"""(weight param, bits) -> (codes, scales): quantized once per search, not per trial."""
+
+
+def emit(graph: Graph, layers: Sequence[Layer], assignment: Mapping[str, LayerPrecision],
+         ranges: ActRanges, cache: WeightCache | None = None) -> Graph:
+    """``graph`` with each layer in ``assignment`` lowered to its precision; the same
+    graph object when every assigned precision is fp32."""
+    chosen = [(layer, assignment[layer.key]) for layer in layers
+              if assignment.get(layer.key, FP32) != FP32]
+    if not chosen:
+        return graph
+    if any(p.integer_weights for _, p in chosen) and default_opset(graph) < QDQ_MIN_OPSET:
+        raise UserInputError(f"integer quantization needs opset >= {QDQ_MIN_OPSET} "
+                             f"(per-channel DequantizeLinear); the model is opset "
+                             f"{default_opset(graph)}: use bits=16 or convert the model")
+    writer = _Writer(graph, ranges, {} if cache is None else cache)
+    replacements = {graph.producer(layer.key): writer.lower(layer, precision)
+                    for layer, precision in chosen}
+    edited = replace_nodes(graph, replacements).replace(params=writer.params)
+    return drop_unused_params(edited)
+
+
+def default_opset(graph: Graph) -> int:
+    return int(graph.opsets.get("", graph.opsets.get("ai.onnx", 0)) or 0)
+
+
+class _Writer:
+    """Builds the replacement nodes; activation Q/DQ and Casts are shared between layers
+    reading the same value."""
+
+    def __init__(self, graph: Graph, ranges: ActRanges, cache: WeightCache) -> None:
+        self.graph = graph
+        self.ranges = ranges
+        self.cache = cache
+        self.params: dict[str, np.ndarray] = dict(graph.params)
+        self.taken = _all_names(graph)
+        self.shared: dict[tuple[str, str], str] = {}
+
+    def fresh(self, hint: str) -> str:
+        name, index = hint, 1
+        while name in self.taken:
+            index += 1
+            name = f"{hint}{index}"
+        self.taken.add(name)
+        return name
+
+    def lower(self, layer: Layer, precision: LayerPrecision) -> list[Node]:
+        node = self.graph.producer(layer.key)
+        assert node is not None  # layers come from this graph
+        before: list[Node] = []
+        tag = Precision(precision.weight_bits, "int" if precision.integer_weights else "float",
+                        per_channel=precision.integer_weights)
+        weight = self._weight(layer, precision, tag, before)
+        if precision.act_bits == 8:
+            data = self._quantized_activation(layer, before)
+            return [*before, node.replace(inputs=(data, weight, *node.inputs[2:]),
+                                          annotations=(*node.annotations, tag))]
+        data = self._cast_shared(layer.activation, onnx.TensorProto.FLOAT16, before)
+        bias = self._fp16_param(layer.bias) if layer.bias else ""
+        out = node.outputs[0]
+        half = Value(self.fresh(f"{out.name}.fp16"), "float16", out.shape)
+        inputs = (data, weight, *([bias] if layer.bias else []), *node.inputs[3:])
+        lowered = node.replace(inputs=inputs, outputs=(half, *node.outputs[1:]),
+                               annotations=(*node.annotations, tag))
+        back = Node("Cast", (half.name,), (out,), {"to": onnx.TensorProto.FLOAT},
+                    name=f"{node.name or out.name}.cast_out")
+        return [*before, lowered, back]
+
+    def _weight(self, layer: Layer, precision: LayerPrecision, tag: Precision,
+                before: list[Node]) -> str:
+        if not precision.integer_weights:
+            return self._fp16_param(layer.weight)
+        bits = precision.weight_bits
+        if (layer.weight, bits) not in self.cache:
+            self.cache[(layer.weight, bits)] = quantize_weight(
+                self.graph.params[layer.weight], bits, layer.channel_axis)
+        q, scale = self.cache[(layer.weight, bits)]
+        q_name = self.fresh(f"{layer.weight}.q{bits}")
+        s_name = self.fresh(f"{layer.weight}.scale{bits}")
+        self.params[q_name], self.params[s_name] = q, scale
+        shape = tuple(int(d) for d in q.shape)
+        out = Value(self.fresh(f"{layer.weight}.dq"), "float32", shape, (tag,))
+        before.append(Node("DequantizeLinear", (q_name, s_name), (out,),
+                           {"axis": layer.channel_axis}, name=f"{layer.weight}.dequant",
+                           annotations=(tag,)))
+        if precision.act_bits == 8:
+            return out.name
+        half = Value(self.fresh(f"{layer.weight}.dq16"), "float16", shape, (tag,))
+        before.append(Node("Cast", (out.name,), (half,), {"to": onnx.TensorProto.FLOAT16},
+                           name=f"{layer.weight}.cast"))
+        return half.name
+
+    def _fp16_param(self, name: str) -> str:
+        key = (name, "fp16-param")
+        if key not in self.shared:
+            half = self.fresh(f"{name}.fp16")
+            self.params[half] = np.asarray(self.graph.params[name], dtype=np.float16)
+            self.shared[key] = half
+        return self.shared[key]
+
+    def _cast_shared(self, name: str, to: int, before: list[Node]) -> str:
+        key = (name, f"cast{to}")
+        if key not in self.shared:
+            value = self.graph.value(name)
+            out = Value(self.fresh(f"{name}.fp16"), "float16", value.shape)
+            before.append(Node("Cast", (name,), (out,), {"to": to}, name=f"{name}.cast"))
+            self.shared[key] = out.name
+        return self.shared[key]
+
+    def _quantized_activation(self, layer: Layer, before: list[Node]) -> str:
+        name = layer.activation
+        key = (name, "qdq8")
+        if key in self.shared:
+            return self.shared[key]
+        if name not in self.ranges:
+            raise KeyError(f"no calibration range for activation {name!r}")
+        scale, zero = activation_qparams(*self.ranges[name])
+        s_name, z_name = self.fresh(f"{name}.scale"), self.fresh(f"{name}.zero")
+        self.params[s_name], self.params[z_name] = scale, zero
+        value = self.graph.value(name)
+        q = Value(self.fresh(f"{name}.q"), "uint8", value.shape)
+        dq = Value(self.fresh(f"{name}.dq"), "float32", value.shape,
+                   (Precision(8, "int"),))
+        before.append(Node("QuantizeLinear", (name, s_name, z_name), (q,),
+                           name=f"{name}.quant"))
+        before.append(Node("DequantizeLinear", (q.name, s_name, z_name), (dq,),
+                           name=f"{name}.dequant", annotations=(Precision(8, "int"),)))
+        self.shared[key] = dq.name
+        return dq.name
+
+
+def _all_names(graph: Graph) -> set[str]:
+    names = set(graph.params) | set(graph.input_names)
+    for node in graph.nodes:
+        names.update(out.name for out in node.outputs)
+        names.update(n for n in node.inputs if n)
+        for body in node.subgraphs():
+            names |= _all_names(body)
+    return names

@@ -1,0 +1,171 @@
+"""Run graph variants on calibration data through the reference interpreter and score them.
+
+Samples run in chunks (``optc.quant.batching``), through a batch-polymorphic twin of
+the model.
+
+Loss (what sensitivities differentiate and the dependency terms measure): cross-entropy
+with labels, otherwise KL(fp32 teacher || variant) over the class axis (axis 1) of a
+logits-like first output, otherwise the mean squared error to the fp32 output.
+Score (what ``max_drop`` bounds): top-1 accuracy with labels, otherwise top-1 agreement
+with the fp32 model, otherwise cosine similarity; ``drop = score(fp32) - score(variant)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Literal
+
+import numpy as np
+import torch
+
+from optc.errors import UserInputError
+from optc.interp import run
+from optc.ir.graph import Graph
+from optc.quant.batching import chunk_size, symbolic_batch
+from optc.quant.calibration import Calibration
+
+log = logging.getLogger(__name__)
+
+Metric = Literal["auto", "accuracy", "agreement", "cosine"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Measure:
+    """A variant's loss and score on the calibration set, and its drop from fp32."""
+
+    loss: float
+    score: float
+    drop: float
+
+
+class Evaluator:
+    """Scores graph variants (same inputs and first output as ``graph``) on ``calibration``."""
+
+    def __init__(self, graph: Graph, calibration: Calibration, metric: Metric = "auto") -> None:
+        self.calibration = calibration
+        self.output = graph.output_names[0]
+        self.chunk = chunk_size(graph, calibration)
+        with torch.no_grad():
+            self.reference = self.outputs(graph)
+        self.labels = None if calibration.labels is None else \
+            torch.from_numpy(calibration.labels)
+        self.metric = _resolve_metric(metric, self.reference, self.labels)
+        self._check_labels()
+        self.baseline = self.score(self.reference)
+
+    # -- running ---------------------------------------------------------------------
+    def chunks(self) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
+        size = self.calibration.size
+        for start in range(0, size, self.chunk):
+            part = slice(start, min(start + self.chunk, size))
+            yield part, {k: v[part] for k, v in self.calibration.inputs.items()}
+
+    def forward(self, graph: Graph, feeds: Mapping[str, np.ndarray],
+                params: Mapping[str, torch.Tensor] | None = None,
+                outputs: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """One chunk through ``graph`` (made ``symbolic_batch`` by the caller, once)."""
+        return run(graph, feeds, params=params, outputs=outputs)
+
+    def outputs(self, graph: Graph) -> torch.Tensor:
+        """The first output of ``graph`` on every calibration sample (float32, no grad)."""
+        batched = symbolic_batch(graph)
+        with torch.no_grad():
+            parts = [self.forward(batched, feeds, outputs=[self.output])[self.output].float()
+                     for _, feeds in self.chunks()]
+        return torch.cat(parts)
+
+    # -- loss and score ----------------------------------------------------------------
+    def loss(self, out: torch.Tensor, part: slice | None = None) -> torch.Tensor:
+        """Differentiable loss of ``out`` (rows ``part`` of the calibration set)."""
+        part = part or slice(0, out.shape[0])
+        if self.labels is not None:
+            return torch.nn.functional.cross_entropy(out, self.labels[part])
+        ref = self.reference[part]
+        if self.metric == "agreement":
+            teacher = torch.log_softmax(ref, dim=1)
+            return torch.nn.functional.kl_div(torch.log_softmax(out, dim=1), teacher,
+                                              log_target=True, reduction="batchmean")
+        return torch.mean((out - ref) ** 2)
+
+    def score(self, out: torch.Tensor) -> float:
+        if self.metric == "accuracy":
+            assert self.labels is not None
+            return float((out.argmax(1) == self.labels).double().mean())
+        if self.metric == "agreement":
+            return float((out.argmax(1) == self.reference.argmax(1)).double().mean())
+        return cosine(out, self.reference)
+
+    def measure(self, graph: Graph) -> Measure:
+        out = self.outputs(graph)
+        with torch.no_grad():
+            loss = float(self.loss(out))
+        score = self.score(out)
+        return Measure(loss, score, self.baseline - score)
+
+    def value_ranges(self, graph: Graph, names: list[str]) -> dict[str, tuple[float, float]]:
+        """Min and max of each named value of ``graph`` over the calibration set."""
+        batched = symbolic_batch(graph)
+        low = dict.fromkeys(names, float("inf"))
+        high = dict.fromkeys(names, float("-inf"))
+        with torch.no_grad():
+            for _, feeds in self.chunks():
+                for name, tensor in self.forward(batched, feeds, outputs=names).items():
+                    low[name] = min(low[name], float(tensor.min()))
+                    high[name] = max(high[name], float(tensor.max()))
+        return {name: (low[name], high[name]) for name in names}
+
+    def output_shapes(self, graph: Graph, names: list[str]) -> dict[str, tuple[int, ...]]:
+        """Shapes of the named values of ``graph`` for one calibration sample."""
+        feeds = {k: v[:1] for k, v in self.calibration.inputs.items()}
+        with torch.no_grad():
+            found = self.forward(symbolic_batch(graph), feeds, outputs=names)
+        return {name: tuple(int(d) for d in tensor.shape) for name, tensor in found.items()}
+
+    def fidelity(self, graph: Graph) -> dict[str, float]:
+        """Top-1 agreement, cosine and KL of ``graph``'s output against the fp32 model."""
+        out = self.outputs(graph)
+        found = {"cosine": cosine(out, self.reference)}
+        if _logits_like(self.reference):
+            found["agreement"] = float((out.argmax(1) == self.reference.argmax(1)).double()
+                                       .mean())
+            found["kl"] = float(torch.nn.functional.kl_div(
+                torch.log_softmax(out, 1), torch.log_softmax(self.reference, 1),
+                log_target=True, reduction="batchmean"))
+        return found
+
+    def _check_labels(self) -> None:
+        if self.labels is None:
+            return
+        ref = self.reference
+        if ref.dim() < 2 or tuple(self.labels.shape) != (ref.shape[0], *ref.shape[2:]):
+            raise UserInputError(f"labels of shape {tuple(self.labels.shape)} do not fit the "
+                                 f"model output {self.output!r} of shape {tuple(ref.shape)} "
+                                 "(expected the output's shape without its class axis 1)")
+        if int(self.labels.max()) >= ref.shape[1]:
+            raise UserInputError(f"labels go up to {int(self.labels.max())} but the model "
+                                 f"has {ref.shape[1]} classes")
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean per-sample cosine similarity of two outputs."""
+    x, y = a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()
+    return float(torch.nn.functional.cosine_similarity(x, y, dim=1, eps=1e-12).mean())
+
+
+def _logits_like(out: torch.Tensor) -> bool:
+    return out.dim() >= 2 and out.shape[1] > 1 and out.is_floating_point()
+
+
+def _resolve_metric(metric: Metric, reference: torch.Tensor,
+                    labels: torch.Tensor | None) -> Metric:
+    if metric == "auto":
+        if labels is not None:
+            return "accuracy"
+        return "agreement" if _logits_like(reference) else "cosine"
+    if metric == "accuracy" and labels is None:
+        raise UserInputError("metric 'accuracy' needs labels in the calibration data")
+    if metric == "agreement" and not _logits_like(reference):
+        raise UserInputError("metric 'agreement' needs a logits output [N, classes, ...]")
+    return metric

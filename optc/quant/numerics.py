@@ -1,0 +1,120 @@
+"""Precisions a layer can take and the quantizers that realise them (numpy).
+
+Weights are quantized per output channel, symmetric (zero point 0), to the signed
+range ``[-(2**(b-1) - 1), 2**(b-1) - 1]``: 8 bits -> [-127, 127], 4 bits -> [-7, 7].
+The scale of each channel is chosen from a grid of clipping ratios to minimise the
+squared error (plain max-abs scaling wastes most of a 4-bit grid on one outlier).
+Activations are quantized per tensor, asymmetric uint8 from the calibration min/max
+(the MinMax calibration of onnxruntime's ``quantize_static``), the range widened to
+contain 0 so that zero (padding, ReLU) is exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+WEIGHT_BITS = (4, 8, 16, 32)
+ACT_BITS = (8, 16)
+CLIP_RATIOS = np.linspace(1.0, 0.5, 21)
+"""Fractions of a channel's max |w| tried as its clipping range."""
+UINT8_MAX = 255
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class LayerPrecision:
+    """Bits of a layer's weights (4, 8: integer; 16, 32: float) and of its input activation.
+
+    ``act_bits`` 8: the activation is quantized to uint8 (QDQ); 16: it runs in float16;
+    32: float32. Integer weights go with 8- or 16-bit activations, float16 weights with
+    16, float32 with 32.
+    """
+
+    weight_bits: int
+    act_bits: int
+
+    def __post_init__(self) -> None:
+        allowed = {4: ACT_BITS, 8: ACT_BITS, 16: (16,), 32: (32,)}
+        if self.act_bits not in allowed.get(self.weight_bits, ()):
+            raise ValueError(f"unsupported precision W{self.weight_bits}A{self.act_bits}")
+
+    @property
+    def integer_weights(self) -> bool:
+        return self.weight_bits <= 8
+
+    @property
+    def label(self) -> str:
+        if self.weight_bits == 32:
+            return "fp32"
+        if self.weight_bits == 16:
+            return "fp16"
+        return f"w{self.weight_bits}a{self.act_bits}"
+
+
+FP32 = LayerPrecision(32, 32)
+FP16 = LayerPrecision(16, 16)
+
+
+def precision_for(bits: int, act_bits: int) -> LayerPrecision:
+    """The precision of the bit-width ladder step ``bits`` (integer steps use ``act_bits``)."""
+    if bits == 32:
+        return FP32
+    if bits == 16:
+        return FP16
+    return LayerPrecision(bits, act_bits)
+
+
+def weight_qmax(bits: int) -> int:
+    return (1 << (bits - 1)) - 1
+
+
+def quantize_weight(weight: np.ndarray, bits: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(q, scale)``: int8 codes in the ``bits`` range and float32 per-channel scales,
+    with ``weight ~= q * scale`` along ``axis``."""
+    qmax = weight_qmax(bits)
+    w = np.moveaxis(np.asarray(weight, dtype=np.float32), axis, 0)
+    rows = w.reshape(w.shape[0], -1)
+    peak = np.abs(rows).max(axis=1)
+    best_scale = np.where(peak > 0, peak / qmax, 1.0).astype(np.float32)
+    best_error = np.full(rows.shape[0], np.inf)
+    for ratio in CLIP_RATIOS:
+        scale = np.where(peak > 0, peak * ratio / qmax, 1.0).astype(np.float32)
+        codes = np.clip(np.round(rows / scale[:, None]), -qmax, qmax)
+        error = ((codes * scale[:, None] - rows) ** 2).sum(axis=1)
+        better = error < best_error
+        best_error = np.where(better, error, best_error)
+        best_scale = np.where(better, scale, best_scale)
+    codes = np.clip(np.round(rows / best_scale[:, None]), -qmax, qmax).astype(np.int8)
+    q = np.moveaxis(codes.reshape(w.shape), 0, axis)
+    return np.ascontiguousarray(q), best_scale
+
+
+def dequantize_weight(q: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
+    shape = [1] * q.ndim
+    shape[axis] = -1
+    return (q.astype(np.float32) * scale.reshape(shape)).astype(np.float32)
+
+
+def rounded_weight(weight: np.ndarray, precision: LayerPrecision, axis: int) -> np.ndarray:
+    """The weight as the precision stores it, back in float32 (for error measures)."""
+    if precision.weight_bits == 32:
+        return np.asarray(weight, dtype=np.float32)
+    if precision.weight_bits == 16:
+        return np.asarray(weight, dtype=np.float16).astype(np.float32)
+    q, scale = quantize_weight(weight, precision.weight_bits, axis)
+    return dequantize_weight(q, scale, axis)
+
+
+def weight_error(weight: np.ndarray, precision: LayerPrecision, axis: int) -> float:
+    """``||Q(W) - W||^2``: the perturbation the Hessian trace is weighted with."""
+    delta = rounded_weight(weight, precision, axis).astype(np.float64) - weight
+    return float((delta ** 2).sum())
+
+
+def activation_qparams(low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, zero_point)`` of uint8 asymmetric quantization over ``[low, high]``."""
+    low, high = min(float(low), 0.0), max(float(high), 0.0)
+    scale = (high - low) / UINT8_MAX if high > low else 1.0
+    zero = int(np.clip(np.round(-low / scale), 0, UINT8_MAX))
+    return np.array(scale, dtype=np.float32), np.array(zero, dtype=np.uint8)

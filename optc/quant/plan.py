@@ -1,0 +1,189 @@
+"""The mixed-precision flow: calibrate, estimate sensitivities, search, emit, report.
+
+``quantize_mixed(graph, ctx, options)`` is the Python API behind the
+``mixed-precision`` pass. Everything that does not depend on the options (calibration
+outputs, activation ranges, Hessian traces, measured assignments) lives in a
+``Session`` cached per graph in ``ctx.cache``, so the search's candidates (several
+bit sets or drops on one graph) share it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from optc.ir.graph import Graph
+from optc.pipeline import PassContext
+from optc.quant.calibration import Calibration, resolve_calibration
+from optc.quant.emit import QDQ_MIN_OPSET, WeightCache, default_opset, emit
+from optc.quant.evaluate import Evaluator, Measure, Metric
+from optc.quant.latency import LatencyFn, latency_model
+from optc.quant.layers import Layer, neighbors, quantizable_layers, with_observed_macs
+from optc.quant.numerics import FP32, LayerPrecision, precision_for
+from optc.quant.report import REPORT_KEY, Report, build_report
+from optc.quant.search import Assignment, Trial, bisect_ladder, frozen
+from optc.quant.sensitivity import (
+    augmented_scores,
+    dependency_terms,
+    hessian_scores,
+    hutchinson_traces,
+    sensitivity_order,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Settings of one run (the pass's options)."""
+
+    max_drop: float = 0.01
+    bits: tuple[int, ...] = (4, 8, 16)
+    act_bits: int = 8
+    metric: Metric = "auto"
+    dependencies: bool = True
+    hutchinson_samples: int = 16
+    calib_samples: int = 256
+    seed: int = 0
+
+    def ladder(self, graph: Graph) -> list[LayerPrecision]:
+        """The bit-widths below fp32, widest first; integer ones only from opset 13."""
+        steps = [precision_for(b, self.act_bits) for b in sorted(set(self.bits), reverse=True)
+                 if b != 32]
+        if default_opset(graph) < QDQ_MIN_OPSET and any(p.integer_weights for p in steps):
+            log.warning("mixed-precision: opset %d has no per-channel DequantizeLinear; "
+                        "only float16 is tried", default_opset(graph))
+            steps = [p for p in steps if not p.integer_weights]
+        return steps
+
+
+class Session:
+    """Per (graph, calibration, metric): evaluator, ranges, traces and measured trials."""
+
+    def __init__(self, graph: Graph, layers: Sequence[Layer], calibration: Calibration,
+                 metric: Metric) -> None:
+        self.graph = graph
+        self.evaluator = Evaluator(graph, calibration, metric)
+        if any(layer.macs == 0 for layer in layers):  # dynamic shapes: look at one sample
+            layers = with_observed_macs(layers, self.evaluator.output_shapes(
+                graph, [layer.key for layer in layers]))
+        self.layers = tuple(layers)
+        self.by_key = {layer.key: layer for layer in layers}
+        self.neighbors = neighbors(graph, layers)
+        self.ranges = self.evaluator.value_ranges(
+            graph, sorted({layer.activation for layer in layers}))
+        self._traces: dict[tuple[int, int], dict[str, float]] = {}
+        self._measures: dict[tuple[tuple[str, int, int], ...], Measure] = {}
+        self._weights: WeightCache = {}
+        self._last: tuple[tuple[tuple[str, int, int], ...], Graph] | None = None
+
+    def traces(self, samples: int, seed: int) -> dict[str, float]:
+        if (samples, seed) not in self._traces:
+            found = hutchinson_traces(self.evaluator, self.graph, self.layers, samples, seed)
+            self._traces[(samples, seed)] = {k: t.value for k, t in found.items()}
+        return self._traces[(samples, seed)]
+
+    def emitted(self, assignment: Assignment) -> Graph:
+        key = _key(assignment)
+        if self._last is None or self._last[0] != key:  # a trial is measured, then priced
+            self._last = (key, emit(self.graph, self.layers, assignment, self.ranges,
+                                    self._weights))
+        return self._last[1]
+
+    def measure(self, assignment: Assignment) -> Measure:
+        key = _key(assignment)
+        if key not in self._measures:
+            self._measures[key] = self.evaluator.measure(self.emitted(assignment))
+        return self._measures[key]
+
+
+def session_for(graph: Graph, ctx: PassContext, layers: Sequence[Layer],
+                options: Options) -> Session:
+    calibration = resolve_calibration(graph, ctx.calibration, options.calib_samples,
+                                      options.seed)
+    key = f"mixed-precision/{_digest(calibration)}/{options.metric}"
+    return ctx.cache.get_or_compute(graph, key,
+                                    lambda: Session(graph, layers, calibration, options.metric))
+
+
+def quantize_mixed(graph: Graph, ctx: PassContext,
+                   options: Options = Options()) -> tuple[Graph, Report | None]:
+    """The graph with the chosen precisions emitted, and the report (None when no layer
+    is quantizable). The very same graph comes back when nothing could be lowered."""
+    layers = quantizable_layers(graph)
+    ladder = options.ladder(graph)
+    if not layers or not ladder:
+        return graph, None
+    session = session_for(graph, ctx, layers, options)
+    layers = list(session.layers)
+    latency, latency_name = latency_model(ctx, layers, graph)
+    traces = session.traces(options.hutchinson_samples, options.seed)
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+
+    def order_for(precision: LayerPrecision, keys: Sequence[str],
+                  current: Assignment) -> list[str]:
+        return _order(session, precision, keys, current, traces, options, scores)
+
+    def evaluate(assignment: Assignment) -> Trial:
+        return _trial(session, assignment, latency, options.max_drop)
+
+    result = bisect_ladder([layer.key for layer in layers], ladder, order_for, evaluate)
+    emitted = session.emitted(result.chosen.assignment)
+    report = build_report(graph=graph, emitted=emitted, layers=layers, result=result,
+                          traces=traces, scores=scores, fields={
+                              "metric": session.evaluator.metric, "max_drop": options.max_drop,
+                              "calibration": session.evaluator.calibration.source,
+                              "synthetic_calibration": session.evaluator.calibration.synthetic,
+                              "samples": session.evaluator.calibration.size,
+                              "latency_model": latency_name,
+                              "dependencies": options.dependencies})
+    if emitted is graph:
+        return graph, report
+    metadata = {**graph.metadata, REPORT_KEY: report.to_json()}
+    return emitted.replace(metadata=metadata), report
+
+
+def _order(session: Session, precision: LayerPrecision, keys: Sequence[str],
+           current: Assignment, traces: Mapping[str, float], options: Options,
+           scores: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Candidates at ``precision``, least sensitive first (Hessian, plus dependencies)."""
+    candidates = [session.by_key[k] for k in keys]
+    hessian = hessian_scores(session.graph, candidates, traces, precision)
+    final = hessian
+    interactions: dict[str, float] = {}
+    if options.dependencies:
+        found = dependency_terms(keys, session.neighbors, current, precision,
+                                 lambda a: session.measure(frozen(a)).loss)
+        final = augmented_scores(hessian, found)
+        interactions = {k: d.interaction for k, d in found.items()}
+    for key in keys:
+        row = {"hessian": hessian[key], "score": final[key]}
+        if key in interactions:
+            row["interaction"] = interactions[key]
+        scores.setdefault(key, {})[precision.label] = row
+    return sensitivity_order(final, keys)
+
+
+def _trial(session: Session, assignment: Assignment, latency: LatencyFn,
+           max_drop: float) -> Trial:
+    measure = session.measure(assignment)
+    seconds = latency(session.emitted(assignment), assignment)
+    return Trial(assignment, measure, seconds, feasible=measure.drop <= max_drop)
+
+
+def _key(assignment: Assignment) -> tuple[tuple[str, int, int], ...]:
+    return tuple(sorted((k, p.weight_bits, p.act_bits) for k, p in assignment.items()
+                        if p != FP32))
+
+
+def _digest(calibration: Calibration) -> str:
+    """Content hash of the calibration samples (the session cache key)."""
+    digest = hashlib.sha256()
+    for name, array in sorted(calibration.as_mapping().items()):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,183 @@
+"""mixed-precision: registration, cases where it must not fire, the bundled digits CNN
+end to end (held-out accuracy within max-drop, onnxruntime vs interpreter, report)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pass_support import onnxruntime_runner
+
+import optc
+from optc.errors import UserInputError
+from optc.interp import run_numpy
+from optc.ir.graph import Graph
+from optc.passes.mixed_precision import MixedPrecision
+from optc.pipeline import PassContext, Pipeline, available_passes, pass_class_problems
+from optc.pipeline.errors import PipelineSyntaxError
+from optc.quant import LABELS, REPORT_KEY, Calibration, Options, quantize_mixed
+from optc.quant.evaluate import Evaluator
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "examples" / "models"
+QUICK = {"hutchinson_samples": 8, "calib_samples": 128}
+
+
+def test_registered_and_well_formed() -> None:
+    assert available_passes()["mixed-precision"] is MixedPrecision
+    assert pass_class_problems(MixedPrecision, "mixed-precision") == []
+    assert not MixedPrecision.exact
+    pipeline = Pipeline.parse("fold-batchnorm,mixed-precision{bits=4,8 act-bits=16 "
+                              "max-drop=0.02 metric=agreement}")
+    configured = pipeline.passes[-1]
+    assert configured == MixedPrecision(max_drop=0.02, bits=(4, 8), act_bits=16,
+                                        metric="agreement")
+    assert str(pipeline) == ("fold-batchnorm,mixed-precision{max-drop=0.02 bits=4,8 "
+                             "act-bits=16 metric=agreement}")
+
+
+@pytest.mark.parametrize("text", ["mixed-precision{bits=3}", "mixed-precision{bits=2,8}",
+                                  "mixed-precision{max-drop=-1}"])
+def test_bad_options_are_user_errors(text: str) -> None:
+    with pytest.raises(UserInputError):
+        Pipeline.parse(text)
+
+
+def test_act_bits_choices() -> None:
+    with pytest.raises(PipelineSyntaxError, match="expected one of 8, 16"):
+        Pipeline.parse("mixed-precision{act-bits=4}")
+
+
+# -- must not fire ---------------------------------------------------------------------------
+
+NO_LAYER = {
+    "no conv, gemm or matmul": """
+      %r: float32[1,4] = Relu(%x)
+      %y: float32[1,4] = Add(%r, %x)
+      output %y: float32[1,4]""",
+    "weight is computed": """
+      %w2: float32[4,4] = Neg(%w)
+      %y: float32[1,4] = MatMul(%x, %w2)
+      output %y: float32[1,4]""",
+    "weight is tied": """
+      %a: float32[1,4] = MatMul(%x, %w)
+      %y: float32[1,4] = MatMul(%a, %w)
+      output %y: float32[1,4]""",
+    "constant input, not an activation": """
+      %y: float32[4,4] = MatMul(%w, %w)
+      output %y: float32[4,4]""",
+}
+
+
+@pytest.mark.parametrize("case", list(NO_LAYER))
+def test_no_quantizable_layer(case: str) -> None:
+    graph = optc.parse_graph('graph g {\n  opset "" = 17\n  input %x: float32[1,4]\n'
+                             "  param %w: float32[4,4] = [1.0, 0.5, -1.0, 2.0, 0.0, 1.0, 1.5, "
+                             "-0.5, 0.25, 1.0, 0.0, -2.0, 1.0, 1.0, 0.5, 0.75]\n"
+                             + NO_LAYER[case] + "\n}")
+    optc.verify(graph, types=True)
+    ctx = PassContext()
+    assert MixedPrecision().run(graph, ctx) is graph
+    assert list(MixedPrecision().candidates(graph, ctx)) == []
+
+
+# -- the bundled digits CNN --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits() -> Graph:
+    from optc.passes.fold_batchnorm import FoldBatchNorm
+
+    return FoldBatchNorm().run(optc.load_onnx(MODELS / "digits_cnn.onnx"), PassContext())
+
+
+@pytest.fixture(scope="module")
+def splits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The training split of the real digits (calibration) and the held-out test split."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from train_digits_cnn import load_split
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    x_train, x_test, y_train, y_test = load_split()
+    held = np.load(MODELS / "digits_test.npz")
+    np.testing.assert_array_equal(held["labels"], y_test)  # the bundled split is this one
+    return x_train, y_train, x_test, y_test
+
+
+@pytest.fixture(scope="module")
+def context(splits: tuple) -> PassContext:
+    x_train, y_train, _, _ = splits
+    return PassContext(calibration={"input": x_train[:128], LABELS: y_train[:128]})
+
+
+def test_strict_budget_lowers_nothing(digits: Graph, context: PassContext) -> None:
+    """Any quantization moves the logits: with cosine similarity and max-drop 0 nothing fits."""
+    strict = MixedPrecision(max_drop=0.0, metric="cosine", **QUICK)
+    assert strict.run(digits, context) is digits
+
+
+@pytest.fixture(scope="module")
+def quantized(digits: Graph, context: PassContext) -> tuple[Graph, object]:
+    options = Options(max_drop=0.01, bits=(4, 8, 16), act_bits=8, **QUICK)
+    return quantize_mixed(digits, context, options)
+
+
+def test_held_out_accuracy_within_max_drop(digits: Graph, splits: tuple,
+                                           quantized: tuple) -> None:
+    after, report = quantized
+    _, _, x_test, y_test = splits
+    held_out = Evaluator(digits, Calibration({"input": x_test}, y_test))
+    assert held_out.baseline > 0.97  # the float model is good: the check means something
+    measure = held_out.measure(after)
+    assert measure.drop <= 0.01, (report.bits(), measure)
+    assert report.drop <= 0.01
+    assert any(layer.weight_bits < 32 for layer in report.layers)
+
+
+def test_emitted_graph_matches_onnxruntime(quantized: tuple, splits: tuple) -> None:
+    after, _ = quantized
+    optc.verify(after, types=True)
+    _, _, x_test, _ = splits
+    session = onnxruntime_runner(after)
+    for x in x_test[:16]:
+        want = session({"input": x[None]})["logits"]
+        got = run_numpy(after, {"input": x[None]})["logits"]
+        np.testing.assert_allclose(got, want, rtol=0, atol=0.01 * float(np.abs(want).max()))
+        assert got.argmax() == want.argmax()
+
+
+def test_report(digits: Graph, quantized: tuple) -> None:
+    after, report = quantized
+    assert report.param_bytes_after < report.param_bytes_before
+    assert after.param_bytes() == report.param_bytes_after < digits.param_bytes()
+    assert report.latency_s < report.latency_fp32_s and report.latency_model == "proxy"
+    assert report.metric == "accuracy" and not report.synthetic_calibration
+    assert report.samples == 128
+    stored = json.loads(after.metadata[REPORT_KEY])
+    assert stored == json.loads(report.to_json())
+    assert [row["precision"] for row in stored["layers"]] == list(report.bits().values())
+    assert stored["trials"][0]["lowered"] == {} and stored["trials"][0]["drop"] == 0.0
+    # the metadata survives an ONNX round trip
+    assert optc.from_onnx(optc.to_onnx(after)).metadata[REPORT_KEY] == after.metadata[REPORT_KEY]
+
+
+def test_without_calibration_data_uses_synthetic_inputs(digits: Graph,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    after, report = quantize_mixed(digits, PassContext(), Options(bits=(16,), **QUICK))
+    assert "synthetic" in caplog.text
+    assert report is not None and report.synthetic_calibration
+    assert report.metric == "agreement"
+    assert set(report.bits().values()) == {"fp16"}
+    assert after is not digits
+
+
+def test_candidates_are_distinct_configurations(digits: Graph, context: PassContext) -> None:
+    base = MixedPrecision(**QUICK)
+    found = list(base.candidates(digits, context))
+    assert len(found) == len({str(c) for c in found}) == 6
+    assert {c.bits for c in found} == {(16,), (8, 16), (4, 8, 16)}
+    assert {c.act_bits for c in found if c.bits != (16,)} == {8, 16}
+    assert any(c.max_drop == base.max_drop / 2 for c in found)

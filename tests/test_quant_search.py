@@ -1,0 +1,103 @@
+"""The bisection search and the latency models, on explicit drop and latency functions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+import optc
+from optc.pipeline import PassContext
+from optc.quant import FP16, LayerPrecision
+from optc.quant.evaluate import Measure
+from optc.quant.latency import latency_model, proxy_latency
+from optc.quant.layers import quantizable_layers
+from optc.quant.search import Trial, bisect_ladder, longest_feasible_prefix
+
+W8 = LayerPrecision(8, 8)
+W4 = LayerPrecision(4, 8)
+KEYS = [f"layer{i}" for i in range(13)]
+COST = {FP16: 0.001, W8: 0.004, W4: 0.02}  # drop contributed per layer at each precision
+
+
+def additive(max_drop: float, calls: list[Mapping[str, LayerPrecision]]):
+    """Drop adds up per lowered layer; latency falls with every narrower layer."""
+    def evaluate(assignment: Mapping[str, LayerPrecision]) -> Trial:
+        calls.append(dict(assignment))
+        drop = sum(COST[p] for p in assignment.values())
+        latency = sum(p.weight_bits for p in assignment.values()) + 32 * (
+            len(KEYS) - len(assignment))
+        return Trial(assignment, Measure(drop, 1 - drop, drop), latency, drop <= max_drop)
+
+    return evaluate
+
+
+def graph_order(precision: LayerPrecision, keys: Sequence[str],
+                current: Mapping[str, LayerPrecision]) -> list[str]:
+    return list(keys)
+
+
+def test_prefix_bisection_is_logarithmic() -> None:
+    calls: list = []
+    count, trials = longest_feasible_prefix(KEYS, W4, {}, additive(0.1, calls))
+    assert count == 5  # 5 * 0.02 = 0.1 fits, 6 do not
+    assert len(trials) <= math.ceil(math.log2(len(KEYS)))
+
+
+def test_ladder_lowers_step_by_step() -> None:
+    calls: list = []
+    result = bisect_ladder(KEYS, [FP16, W8, W4], graph_order, additive(0.05, calls))
+    chosen = result.chosen.assignment
+    # fp16 everywhere fits (0.013); int8 everywhere costs 0.052 > 0.05: 12 layers take
+    # int8 (0.049); int4 adds 0.016 per layer over int8: none fits (0.049 + 0.016 > 0.05)
+    assert sum(p == W8 for p in chosen.values()) == 12
+    assert sum(p == FP16 for p in chosen.values()) == 1
+    assert result.chosen.feasible and result.chosen.measure.drop <= 0.05
+    assert result.chosen.latency_s == min(t.latency_s for t in result.trials if t.feasible)
+    assert "fp16" not in result.orders  # fp16 fit at once: no order was needed
+    assert list(result.orders["w8a8"]) == KEYS
+
+
+def test_nothing_fits() -> None:
+    result = bisect_ladder(KEYS, [W4], graph_order, additive(0.0, []))
+    assert result.chosen.assignment == {}
+    assert all(not t.feasible for t in result.trials[1:])
+
+
+def test_proxy_latency_prefers_narrow_layers() -> None:
+    graph = optc.load_onnx(optc.__path__[0] + "/../examples/models/digits_cnn.onnx")
+    layers = quantizable_layers(graph)
+    assert all(layer.macs > 0 for layer in layers)
+    latency = proxy_latency(layers)
+    every = {bits: {layer.key: bits for layer in layers} for bits in (FP16, W8, W4)}
+    fp32 = latency(graph, {})
+    assert fp32 > latency(graph, every[FP16]) > latency(graph, every[W8]) > \
+        latency(graph, every[W4])
+    fn, name = latency_model(PassContext(), layers, graph)
+    assert name == "proxy" and fn(graph, {}) == fp32
+
+
+def test_latency_from_a_context_analysis() -> None:
+    graph = optc.load_onnx(optc.__path__[0] + "/../examples/models/digits_cnn.onnx")
+    layers = quantizable_layers(graph)
+
+    def nodes_as_seconds(g: optc.Graph, ctx: PassContext) -> float:
+        return 1e-3 * len(g.nodes)
+
+    ctx = PassContext(analyses={"latency": nodes_as_seconds})
+    fn, name = latency_model(ctx, layers, graph)
+    assert name == "ctx.analyses['latency']"
+    assert fn(graph, {}) == pytest.approx(1e-3 * len(graph.nodes))
+
+
+def test_latency_from_the_roofline_model() -> None:
+    pytest.importorskip("optc.cost.roofline")
+    from optc.target import get_target
+
+    graph = optc.load_onnx(optc.__path__[0] + "/../examples/models/digits_cnn.onnx")
+    layers = quantizable_layers(graph)
+    fn, name = latency_model(PassContext(target=get_target("orin", calibrate=False)),
+                             layers, graph)
+    assert name == "roofline(orin)"
+    assert fn(graph, {}) > 0
