@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Newcomer's first run: set up optc from scratch, then optimize the bundled digits CNN
-# (a real model trained on scikit-learn's handwritten digits, examples/models/).
+# Newcomer's first run: set up optc from scratch, then optimize and compile the bundled
+# digits CNN (a real model trained on scikit-learn's handwritten digits, examples/models/)
+# for this machine's CPU: passes, roofline prediction, TVM build, output check, timing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/setup
@@ -10,4 +11,5 @@ optc show examples/models/digits_cnn.onnx
 optc run-passes examples/models/digits_cnn.onnx \
     --passes "fold-constants,fold-batchnorm,eliminate-dead-code" --verify \
     -o out/digits_cnn.opt.onnx
-optc show out/digits_cnn.opt.onnx
+optc compile examples/models/digits_cnn.onnx --target host -o out/digits_cnn
+optc measure out/digits_cnn
