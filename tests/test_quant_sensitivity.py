@@ -20,6 +20,7 @@ from optc.quant.emit import emit
 from optc.quant.evaluate import Evaluator
 from optc.quant.layers import Layer, neighbors, quantizable_layers
 from optc.quant.sensitivity import (
+    augmented_scores,
     dependency_terms,
     hessian_scores,
     hutchinson_traces,
@@ -88,6 +89,11 @@ def test_dependency_terms_on_digits(setup: tuple) -> None:
     assert found[first].alone == pytest.approx(alone)
     assert found[first].joint == pytest.approx(joint)
     assert found[first].interaction == pytest.approx(joint - neighbor - alone)
+    assert found[first].together == pytest.approx(joint - neighbor)
+    assert found[first].attributed == pytest.approx(0.5 * (alone + joint - neighbor))
+    hessian = dict.fromkeys(keys, 1.0)
+    assert augmented_scores(hessian, found)[first] == pytest.approx(
+        1.0 + 0.5 * (alone + joint - neighbor))
     # restricted to one eligible layer, there is nobody to depend on
     lonely = dependency_terms([first], near, {}, precision, loss_of)[first]
     assert lonely.interaction == 0.0 and lonely.joint == lonely.alone

@@ -27,6 +27,7 @@ from optc.quant.numerics import FP32, LayerPrecision, precision_for
 from optc.quant.report import REPORT_KEY, Report, build_report
 from optc.quant.search import Assignment, Trial, bisect_ladder, frozen
 from optc.quant.sensitivity import (
+    Dependency,
     augmented_scores,
     dependency_terms,
     hessian_scores,
@@ -154,16 +155,16 @@ def _order(session: Session, precision: LayerPrecision, keys: Sequence[str],
     candidates = [session.by_key[k] for k in keys]
     hessian = hessian_scores(session.graph, candidates, traces, precision)
     final = hessian
-    interactions: dict[str, float] = {}
+    found: dict[str, Dependency] = {}
     if options.dependencies:
         found = dependency_terms(keys, session.neighbors, current, precision,
                                  lambda a: session.measure(frozen(a)).loss)
         final = augmented_scores(hessian, found)
-        interactions = {k: d.interaction for k, d in found.items()}
     for key in keys:
         row = {"hessian": hessian[key], "score": final[key]}
-        if key in interactions:
-            row["interaction"] = interactions[key]
+        if key in found:
+            row.update(alone=found[key].alone, together=found[key].together,
+                       interaction=found[key].interaction)
         scores.setdefault(key, {})[precision.label] = row
     return sensitivity_order(final, keys)
 
