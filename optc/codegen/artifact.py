@@ -60,7 +60,7 @@ def write_artifact(built: BuiltModule, out: str | Path,
                              f"({exc.strerror or exc})") from exc
     try:
         _fill(staging, built, report or {})
-        _move_into_place(staging, out)
+        replace_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("wrote artifact %s", out)
@@ -101,15 +101,19 @@ def _fill(folder: Path, built: BuiltModule, report: Mapping[str, Any]) -> None:
     })
 
 
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``; an existing ``out`` is set aside first, then deleted."""
+def replace_folder(staged: Path, out: Path) -> None:
+    """Rename ``staged`` to ``out``; an existing ``out`` is set aside first, then deleted.
+
+    Each step is a rename on one file system, so ``out`` is at every moment either
+    the old artifact, absent for an instant, or the new one; never a mixture.
+    """
     if not out.exists():
-        os.rename(staging, out)
+        os.rename(staged, out)
         return
     old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
     os.rename(out, old)
     try:
-        os.rename(staging, out)
+        os.rename(staged, out)
     except OSError:
         os.rename(old, out)
         raise

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -74,25 +72,9 @@ class Staging:
         write_manifest(self.artifact, {k: v for k, v in data.items()
                                        if k not in _MANIFEST_HEADER})
         check_output_folder(self.out)  # OUT may have changed during a long build
+        # codegen imports TVM; only a compile that got this far needs it.
+        from optc.codegen.artifact import replace_folder
+
         replace_folder(self.artifact, self.out)
         log.info("wrote artifact %s", self.out)
         return self.out
-
-
-def replace_folder(staged: Path, out: Path) -> None:
-    """Rename ``staged`` to ``out``; an existing ``out`` is set aside first, then deleted.
-
-    Each step is a rename on one file system, so ``out`` is at every moment either
-    the old artifact, absent for an instant, or the new one; never a mixture.
-    """
-    if not out.exists():
-        os.rename(staged, out)
-        return
-    old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(out, old)
-    try:
-        os.rename(staged, out)
-    except OSError:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
