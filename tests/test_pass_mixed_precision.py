@@ -174,6 +174,18 @@ def test_without_calibration_data_uses_synthetic_inputs(digits: Graph,
     assert after is not digits
 
 
+def test_latency_from_the_target_roofline(digits: Graph, context: PassContext) -> None:
+    pytest.importorskip("optc.cost.roofline")
+    from optc.target import get_target
+
+    ctx = context.replace(target=get_target("orin", calibrate=False))
+    _, report = quantize_mixed(digits, ctx, Options(**QUICK))
+    assert report is not None and report.latency_model == "roofline(orin)"
+    assert report.latency_s <= report.latency_fp32_s
+    chosen = [t for t in report.trials if t["latency_s"] == report.latency_s and t["feasible"]]
+    assert chosen  # the answer is a measured, feasible trial
+
+
 def test_candidates_are_distinct_configurations(digits: Graph, context: PassContext) -> None:
     base = MixedPrecision(**QUICK)
     found = list(base.candidates(digits, context))

@@ -53,6 +53,8 @@ class OrderComparison:
                           "augmented": self.mean("augmented", "drop")},
             "mean_loss": {"plain": self.mean("plain", "loss"),
                           "augmented": self.mean("augmented", "loss")},
+            "plain_order": list(self.plain_order),
+            "augmented_order": list(self.augmented_order),
         }
 
 

@@ -26,6 +26,12 @@ larger change), TVM 0.27's ONNX frontend fails to import ``INT4`` initializers
 dtype. The ``Precision(bits=4)`` annotation on the weight's DequantizeLinear output
 tells the cost model and code generator the packed size. Biases stay float (onnxruntime
 and TVM accept a float bias after QDQ).
+
+The inserted conversions carry the layer's ``FusionGroup`` (its existing one, else one
+named after the layer's output value): a QDQ or Cast-wrapped layer is meant to run as
+one quantized kernel, as onnxruntime's QDQ fusion and TVM's operator fusion run it, and
+the roofline model prices a fusion group as one kernel. An activation quantizer shared
+by several layers joins the first one's group.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import numpy as np
 import onnx
 
 from optc.errors import UserInputError
-from optc.ir.annotations import Precision
+from optc.ir.annotations import FusionGroup, Precision
 from optc.ir.graph import Graph, Node, Value
 from optc.ir.rewrite import drop_unused_params, replace_nodes
 from optc.quant.layers import Layer
@@ -97,21 +103,26 @@ class _Writer:
         before: list[Node] = []
         tag = Precision(precision.weight_bits, "int" if precision.integer_weights else "float",
                         per_channel=precision.integer_weights)
+        group = next((a for a in node.annotations if isinstance(a, FusionGroup)),
+                     FusionGroup(layer.key))  # value names are unique: no clash
+        kept = tuple(a for a in node.annotations if not isinstance(a, Precision | FusionGroup))
+        annotations = (*kept, tag, group)
         weight = self._weight(layer, precision, tag, before)
         if precision.act_bits == 8:
             data = self._quantized_activation(layer, before)
-            return [*before, node.replace(inputs=(data, weight, *node.inputs[2:]),
-                                          annotations=(*node.annotations, tag))]
+            lowered = [*before, node.replace(inputs=(data, weight, *node.inputs[2:]),
+                                             annotations=annotations)]
+            return _grouped(lowered, group)
         data = self._cast_shared(layer.activation, onnx.TensorProto.FLOAT16, before)
         bias = self._fp16_param(layer.bias) if layer.bias else ""
         out = node.outputs[0]
         half = Value(self.fresh(f"{out.name}.fp16"), "float16", out.shape)
         inputs = (data, weight, *([bias] if layer.bias else []), *node.inputs[3:])
-        lowered = node.replace(inputs=inputs, outputs=(half, *node.outputs[1:]),
-                               annotations=(*node.annotations, tag))
+        core = node.replace(inputs=inputs, outputs=(half, *node.outputs[1:]),
+                            annotations=annotations)
         back = Node("Cast", (half.name,), (out,), {"to": onnx.TensorProto.FLOAT},
                     name=f"{node.name or out.name}.cast_out")
-        return [*before, lowered, back]
+        return _grouped([*before, core, back], group)
 
     def _weight(self, layer: Layer, precision: LayerPrecision, tag: Precision,
                 before: list[Node]) -> str:
@@ -174,6 +185,12 @@ class _Writer:
                            name=f"{name}.dequant", annotations=(Precision(8, "int"),)))
         self.shared[key] = dq.name
         return dq.name
+
+
+def _grouped(nodes: list[Node], group: FusionGroup) -> list[Node]:
+    """The conversions join the layer's kernel (a shared one joins the first layer's)."""
+    return [n if any(isinstance(a, FusionGroup) for a in n.annotations)
+            else n.replace(annotations=(*n.annotations, group)) for n in nodes]
 
 
 def _all_names(graph: Graph) -> set[str]:

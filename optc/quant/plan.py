@@ -47,8 +47,9 @@ class Options:
     act_bits: int = 8
     metric: Metric = "auto"
     dependencies: bool = True
-    hutchinson_samples: int = 16
+    hutchinson_samples: int = 8
     calib_samples: int = 256
+    sensitivity_samples: int = 32
     seed: int = 0
 
     def ladder(self, graph: Graph) -> list[LayerPrecision]:
@@ -63,12 +64,20 @@ class Options:
 
 
 class Session:
-    """Per (graph, calibration, metric): evaluator, ranges, traces and measured trials."""
+    """Per (graph, calibration, metric): evaluators, ranges, traces and measured trials.
+
+    Drops are measured on every calibration sample (``evaluator``); sensitivities
+    (Hessian traces, dependency losses: each a full model evaluation per layer) on the
+    first ``sensitivity_samples`` of them (``probe``).
+    """
 
     def __init__(self, graph: Graph, layers: Sequence[Layer], calibration: Calibration,
-                 metric: Metric) -> None:
+                 metric: Metric, sensitivity_samples: int) -> None:
         self.graph = graph
         self.evaluator = Evaluator(graph, calibration, metric)
+        subset = calibration.subset(sensitivity_samples)
+        self.probe = self.evaluator if subset is calibration else \
+            Evaluator(graph, subset, self.evaluator.metric)
         if any(layer.macs == 0 for layer in layers):  # dynamic shapes: look at one sample
             layers = with_observed_macs(layers, self.evaluator.output_shapes(
                 graph, [layer.key for layer in layers]))
@@ -79,12 +88,13 @@ class Session:
             graph, sorted({layer.activation for layer in layers}))
         self._traces: dict[tuple[int, int], dict[str, float]] = {}
         self._measures: dict[tuple[tuple[str, int, int], ...], Measure] = {}
+        self._probes: dict[tuple[tuple[str, int, int], ...], float] = {}
         self._weights: WeightCache = {}
         self._last: tuple[tuple[tuple[str, int, int], ...], Graph] | None = None
 
     def traces(self, samples: int, seed: int) -> dict[str, float]:
         if (samples, seed) not in self._traces:
-            found = hutchinson_traces(self.evaluator, self.graph, self.layers, samples, seed)
+            found = hutchinson_traces(self.probe, self.graph, self.layers, samples, seed)
             self._traces[(samples, seed)] = {k: t.value for k, t in found.items()}
         return self._traces[(samples, seed)]
 
@@ -96,19 +106,30 @@ class Session:
         return self._last[1]
 
     def measure(self, assignment: Assignment) -> Measure:
+        """Loss, score and drop on all calibration samples."""
         key = _key(assignment)
         if key not in self._measures:
             self._measures[key] = self.evaluator.measure(self.emitted(assignment))
         return self._measures[key]
+
+    def probe_loss(self, assignment: Assignment) -> float:
+        """Loss on the sensitivity samples."""
+        if self.probe is self.evaluator:
+            return self.measure(assignment).loss
+        key = _key(assignment)
+        if key not in self._probes:
+            self._probes[key] = self.probe.measure(self.emitted(assignment)).loss
+        return self._probes[key]
 
 
 def session_for(graph: Graph, ctx: PassContext, layers: Sequence[Layer],
                 options: Options) -> Session:
     calibration = resolve_calibration(graph, ctx.calibration, options.calib_samples,
                                       options.seed)
-    key = f"mixed-precision/{_digest(calibration)}/{options.metric}"
-    return ctx.cache.get_or_compute(graph, key,
-                                    lambda: Session(graph, layers, calibration, options.metric))
+    key = f"mixed-precision/{_digest(calibration)}/{options.metric}/" \
+          f"{options.sensitivity_samples}"
+    return ctx.cache.get_or_compute(graph, key, lambda: Session(
+        graph, layers, calibration, options.metric, options.sensitivity_samples))
 
 
 def quantize_mixed(graph: Graph, ctx: PassContext,
@@ -158,7 +179,7 @@ def _order(session: Session, precision: LayerPrecision, keys: Sequence[str],
     found: dict[str, Dependency] = {}
     if options.dependencies:
         found = dependency_terms(keys, session.neighbors, current, precision,
-                                 lambda a: session.measure(frozen(a)).loss)
+                                 lambda a: session.probe_loss(frozen(a)))
         final = augmented_scores(hessian, found)
     for key in keys:
         row = {"hessian": hessian[key], "score": final[key]}
