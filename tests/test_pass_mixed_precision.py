@@ -23,7 +23,7 @@ from optc.quant.evaluate import Evaluator
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "examples" / "models"
-QUICK = {"hutchinson_samples": 8, "calib_samples": 128}
+QUICK = {"hutchinson_samples": 4, "calib_samples": 128, "sensitivity_samples": 32}
 
 
 def test_registered_and_well_formed() -> None:
@@ -137,6 +137,26 @@ def test_held_out_accuracy_within_max_drop(digits: Graph, splits: tuple,
     assert any(layer.weight_bits < 32 for layer in report.layers)
 
 
+def test_tight_fidelity_budget_gives_a_mixed_assignment(digits: Graph, context: PassContext,
+                                                        splits: tuple) -> None:
+    """Cosine similarity to the fp32 logits within 1e-3: int8 everywhere fits, int4 only
+    on part of the order; the held-out samples stay within the budget too."""
+    after, report = quantize_mixed(digits, context, Options(metric="cosine", max_drop=1e-3,
+                                                            **QUICK))
+    labels = set(report.bits().values())
+    assert len(labels) >= 2 and labels <= {"w8a8", "w4a8"}, report.bits()
+    order = report.orders["w4a8"]  # int4 needed a sensitivity order
+    lowered = [key for key in order if report.bits()[key] == "w4a8"]
+    assert lowered == list(order[:len(lowered)])  # a prefix of that order
+    assert all(row["scores"]["w4a8"]["score"] == pytest.approx(
+        row["scores"]["w4a8"]["hessian"] + 0.5 * (row["scores"]["w4a8"]["alone"]
+                                                  + row["scores"]["w4a8"]["together"]))
+        for row in json.loads(report.to_json())["layers"])
+    _, _, x_test, _ = splits
+    held_out = Evaluator(digits, Calibration({"input": x_test}), "cosine")
+    assert 0 < held_out.measure(after).drop <= 1e-3
+
+
 def test_emitted_graph_matches_onnxruntime(quantized: tuple, splits: tuple) -> None:
     after, _ = quantized
     optc.verify(after, types=True)
@@ -156,6 +176,8 @@ def test_report(digits: Graph, quantized: tuple) -> None:
     assert report.latency_s < report.latency_fp32_s and report.latency_model == "proxy"
     assert report.metric == "accuracy" and not report.synthetic_calibration
     assert report.samples == 128
+    assert 0.9 < report.fidelity["cosine"] <= 1.0 and report.fidelity["kl"] >= 0
+    assert 0.95 <= report.fidelity["agreement"] <= 1.0
     stored = json.loads(after.metadata[REPORT_KEY])
     assert stored == json.loads(report.to_json())
     assert [row["precision"] for row in stored["layers"]] == list(report.bits().values())

@@ -59,6 +59,18 @@ def test_hutchinson_matches_the_exact_hessian_trace(setup: tuple) -> None:
     assert estimate.stderr < 0.05 * exact
 
 
+def test_grouped_products_see_cross_terms_only_within_a_group(setup: tuple) -> None:
+    graph, layers, evaluator = setup
+    per_layer = hutchinson_traces(evaluator, graph, layers, samples=4, seed=1)
+    apart = hutchinson_traces(evaluator, graph, layers, samples=4, seed=1, groups=len(layers))
+    joint = hutchinson_traces(evaluator, graph, layers, samples=4, seed=1, groups=1)
+    for layer in layers:  # one layer per group is the per-layer estimator, same vectors
+        assert apart[layer.key].value == pytest.approx(per_layer[layer.key].value, rel=1e-6)
+    # one group for all: same expectation, but cross-layer terms move every estimate
+    assert any(joint[k].value != pytest.approx(per_layer[k].value, rel=1e-3)
+               for k in per_layer)
+
+
 def test_hessian_scores_fall_with_more_bits(setup: tuple) -> None:
     graph, layers, evaluator = setup
     traces = {k: t.value for k, t in hutchinson_traces(evaluator, graph, layers, 8).items()}

@@ -143,11 +143,12 @@ def quantize_mixed(graph: Graph, ctx: PassContext,
     session = session_for(graph, ctx, layers, options)
     layers = list(session.layers)
     latency, latency_name = latency_model(ctx, layers, graph)
-    traces = session.traces(options.hutchinson_samples, options.seed)
     scores: dict[str, dict[str, dict[str, float]]] = {}
+    traces: dict[str, float] = {}  # filled only if some step needs an order
 
     def order_for(precision: LayerPrecision, keys: Sequence[str],
                   current: Assignment) -> list[str]:
+        traces.update(session.traces(options.hutchinson_samples, options.seed))
         return _order(session, precision, keys, current, traces, options, scores)
 
     def evaluate(assignment: Assignment) -> Trial:
@@ -162,7 +163,8 @@ def quantize_mixed(graph: Graph, ctx: PassContext,
                               "synthetic_calibration": session.evaluator.calibration.synthetic,
                               "samples": session.evaluator.calibration.size,
                               "latency_model": latency_name,
-                              "dependencies": options.dependencies})
+                              "dependencies": options.dependencies,
+                              "fidelity": session.evaluator.fidelity(emitted)})
     if emitted is graph:
         return graph, report
     metadata = {**graph.metadata, REPORT_KEY: report.to_json()}

@@ -33,7 +33,7 @@ class LayerReport:
     precision: str
     weight_bits: int
     act_bits: int
-    hessian_trace: float
+    hessian_trace: float | None  # None when every step fit without an order
     scores: Mapping[str, Mapping[str, float]]  # step label -> hessian / interaction / score
     weight_elements: int
     weight_bytes_fp32: int
@@ -58,6 +58,7 @@ class Report:
     param_bytes_before: int
     param_bytes_after: int
     dependencies: bool
+    fidelity: Mapping[str, float]  # agreement / cosine / kl against fp32, calibration set
     layers: tuple[LayerReport, ...]
     trials: tuple[Mapping[str, Any], ...]
     orders: Mapping[str, tuple[str, ...]]
@@ -87,7 +88,7 @@ def build_report(*, graph: Graph, emitted: Graph, layers: Sequence[Layer],
         rows.append(LayerReport(
             key=layer.key, node=layer.node_name, op=layer.op, precision=precision.label,
             weight_bits=precision.weight_bits, act_bits=precision.act_bits,
-            hessian_trace=traces[layer.key], scores=scores.get(layer.key, {}),
+            hessian_trace=traces.get(layer.key), scores=scores.get(layer.key, {}),
             weight_elements=layer.weight_elements,
             weight_bytes_fp32=4 * layer.weight_elements,
             weight_bytes_packed=layer.weight_elements * precision.weight_bits / 8))
