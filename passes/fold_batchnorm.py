@@ -9,6 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from optc.ir.graph import Graph, Node, node_reads
+from optc.ir.rewrite import all_names
 from optc.pipeline import Pass, PassContext
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ class _NameSource:
     """Fresh value names that collide with nothing in the graph (its bodies included)."""
 
     def __init__(self, graph: Graph) -> None:
-        self.taken = set(_all_names(graph))
+        self.taken = set(all_names(graph))
 
     def fresh(self, base: str) -> str:
         name, index = base, 1
@@ -187,13 +188,3 @@ class _NameSource:
             name = f"{base}{index}"
         self.taken.add(name)
         return name
-
-
-def _all_names(graph: Graph) -> set[str]:
-    names = set(graph.params) | set(graph.input_names)
-    for node in graph.nodes:
-        names.update(out.name for out in node.outputs)
-        names.update(n for n in node.inputs if n)
-        for body in node.subgraphs():
-            names |= _all_names(body)
-    return names

@@ -134,7 +134,7 @@ def sort_nodes(graph: Graph) -> Graph:
 
 def unique_name(graph: Graph, hint: str) -> str:
     """``hint``, or ``hint_1``, ``hint_2``... : a value name the graph does not use yet."""
-    taken = _all_names(graph)
+    taken = all_names(graph)
     if hint not in taken:
         return hint
     suffix = 1
@@ -143,11 +143,13 @@ def unique_name(graph: Graph, hint: str) -> str:
     return f"{hint}_{suffix}"
 
 
-def _all_names(graph: Graph) -> set[str]:
+def all_names(graph: Graph) -> set[str]:
+    """Every value name defined or read in ``graph`` and its bodies (taken for new names)."""
     # Subgraph names count too: ONNX forbids a body from reusing an outer name.
     names = set(graph.input_names) | set(graph.params)
     for node in graph.nodes:
         names.update(node.output_names)
+        names.update(n for n in node.inputs if n)
         for sub in node.subgraphs():
-            names |= _all_names(sub)
+            names |= all_names(sub)
     return names

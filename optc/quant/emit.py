@@ -44,7 +44,7 @@ import onnx
 from optc.errors import UserInputError
 from optc.ir.annotations import FusionGroup, Precision
 from optc.ir.graph import Graph, Node, Value
-from optc.ir.rewrite import drop_unused_params, replace_nodes
+from optc.ir.rewrite import all_names, drop_unused_params, replace_nodes
 from optc.quant.layers import Layer
 from optc.quant.numerics import FP32, LayerPrecision, activation_qparams, quantize_weight
 
@@ -86,7 +86,7 @@ class _Writer:
         self.ranges = ranges
         self.cache = cache
         self.params: dict[str, np.ndarray] = dict(graph.params)
-        self.taken = _all_names(graph)
+        self.taken = all_names(graph)
         self.shared: dict[tuple[str, str], str] = {}
 
     def fresh(self, hint: str) -> str:
@@ -191,13 +191,3 @@ def _grouped(nodes: list[Node], group: FusionGroup) -> list[Node]:
     """The conversions join the layer's kernel (a shared one joins the first layer's)."""
     return [n if any(isinstance(a, FusionGroup) for a in n.annotations)
             else n.replace(annotations=(*n.annotations, group)) for n in nodes]
-
-
-def _all_names(graph: Graph) -> set[str]:
-    names = set(graph.params) | set(graph.input_names)
-    for node in graph.nodes:
-        names.update(out.name for out in node.outputs)
-        names.update(n for n in node.inputs if n)
-        for body in node.subgraphs():
-            names |= _all_names(body)
-    return names
