@@ -4,7 +4,6 @@ through them."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pass_support import light_model, ramp_inputs
+from rpc_loopback import HOST, free_port, loopback_tracker
 
 from optc.codegen import (
     build,
@@ -24,51 +24,13 @@ from optc.codegen import (
 )
 from optc.errors import UserInputError
 
-pytest.importorskip("tornado", reason="TVM's RPC tracker needs tornado")
-pytest.importorskip("psutil", reason="TVM's RPC server needs psutil")
-# After the skips: the tracker module imports tornado.
-from tvm import rpc
-from tvm.rpc.tracker import Tracker
-
 KEY = "optc-test-cpu"
-HOST = "127.0.0.1"
-REGISTER_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_registered(port: int, key: str) -> None:
-    """Block until a server for ``key`` is free at the tracker, or fail after a deadline."""
-    deadline = time.monotonic() + REGISTER_TIMEOUT_S
-    tracker = rpc.connect_tracker(HOST, port)
-    try:
-        while time.monotonic() < deadline:
-            if tracker.summary().get("queue_info", {}).get(key, {}).get("free", 0) > 0:
-                return
-            time.sleep(0.2)
-    finally:
-        tracker.close()
-    pytest.fail(f"the RPC server did not register {key!r} within {REGISTER_TIMEOUT_S} s")
 
 
 @pytest.fixture(scope="module")
 def tracker_port() -> Iterator[int]:
-    # TVM's tracker and server search upward from the given port for a free one.
-    start = free_port()
-    tracker = Tracker(host=HOST, port=start, port_end=start + 100, silent=True)
-    server_start = free_port()
-    server = rpc.Server(host=HOST, port=server_start, port_end=server_start + 100,
-                        tracker_addr=(HOST, tracker.port), key=KEY, silent=True)
-    try:
-        wait_registered(tracker.port, KEY)
-        yield tracker.port
-    finally:
-        server.terminate()  # the server first: it reports to the tracker until it stops
-        tracker.terminate()
+    with loopback_tracker(KEY) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")

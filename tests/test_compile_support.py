@@ -6,8 +6,6 @@ Named ``test_*`` only so that it sits with the tests it serves; it holds no test
 
 from __future__ import annotations
 
-import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,15 +13,15 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
+from rpc_loopback import HOST as RPC_HOST  # noqa: F401 (re-exported for the compile tests)
+from rpc_loopback import free_port, loopback_tracker  # noqa: F401 (free_port: re-exported)
 
 from optc.target import get_target
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "models"
 DIGITS = EXAMPLES / "digits_cnn.onnx"
 DIGITS_TEST = EXAMPLES / "digits_test.npz"
-RPC_HOST = "127.0.0.1"
 RPC_KEY = "optc-test-compile"
-REGISTER_TIMEOUT_S = 60.0
 
 
 @pytest.fixture(scope="session")
@@ -58,44 +56,9 @@ def folder_state(folder: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
-# -- a loopback TVM RPC tracker with one CPU server -----------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((RPC_HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_registered(port: int, key: str) -> None:
-    from tvm import rpc
-
-    deadline = time.monotonic() + REGISTER_TIMEOUT_S
-    tracker = rpc.connect_tracker(RPC_HOST, port)
-    try:
-        while time.monotonic() < deadline:
-            if tracker.summary().get("queue_info", {}).get(key, {}).get("free", 0) > 0:
-                return
-            time.sleep(0.2)
-    finally:
-        tracker.close()
-    pytest.fail(f"the RPC server did not register {key!r} within {REGISTER_TIMEOUT_S} s")
-
-
+# -- a loopback TVM RPC tracker with one CPU server ------------------------------------------
 @pytest.fixture(scope="module")
 def tracker_port() -> Iterator[int]:
     """Port of a tracker on 127.0.0.1 with a CPU server registered under ``RPC_KEY``."""
-    pytest.importorskip("tornado", reason="TVM's RPC tracker needs tornado")
-    pytest.importorskip("psutil", reason="TVM's RPC server needs psutil")
-    from tvm import rpc
-    from tvm.rpc.tracker import Tracker
-
-    start = free_port()
-    tracker = Tracker(host=RPC_HOST, port=start, port_end=start + 100, silent=True)
-    server_start = free_port()
-    server = rpc.Server(host=RPC_HOST, port=server_start, port_end=server_start + 100,
-                        tracker_addr=(RPC_HOST, tracker.port), key=RPC_KEY, silent=True)
-    try:
-        _wait_registered(tracker.port, RPC_KEY)
-        yield tracker.port
-    finally:
-        server.terminate()  # the server first: it reports to the tracker until it stops
-        tracker.terminate()
+    with loopback_tracker(RPC_KEY) as port:
+        yield port
