@@ -3,7 +3,8 @@
 The graph goes through TVM's Relax ONNX importer with static input shapes (weights
 become constants of the module), then through TVM's default stages for the target
 with optc's hooks (``relax_pipeline``). CUDA kernels are compiled ahead of time with
-nvcc where it is installed (``cuda.py``).
+nvcc where it is installed (``cuda.py``). An NPU target's BYOC backend partitions the
+module first (``npu.py``); what it does not take runs on the target's host CPU.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import tvm
 from optc.codegen.cuda import DeviceBinary, compile_cuda_kernels
 from optc.codegen.host_cpu import machine_arch, triple_arch
 from optc.codegen.importer import first_line, import_graph, input_specs
+from optc.codegen.npu import NpuSpec, PartitionReport, partition
 from optc.codegen.packing import pack_imports
 from optc.codegen.relax_pipeline import (
     ModuleHook,
@@ -41,7 +43,8 @@ class BuiltModule:
     """A compiled model, ready to export: the Relax VM executable and what it was built from.
 
     ``target`` is the resolved TVM target JSON (``host`` included for device targets);
-    ``device_binaries`` the ahead-of-time compiled CUDA kernels (empty for CPUs).
+    ``device_binaries`` the ahead-of-time compiled CUDA kernels (empty for CPUs);
+    ``partition`` what an NPU's BYOC backend took (None without one).
     """
 
     executable: Any = dataclasses.field(repr=False)
@@ -52,6 +55,7 @@ class BuiltModule:
     outputs: tuple[TensorSpec, ...]
     device_binaries: tuple[DeviceBinary, ...]
     compile_s: float
+    partition: PartitionReport | None = None
 
     @property
     def library_arch(self) -> str:
@@ -87,19 +91,27 @@ class BuiltModule:
 def build(graph: Graph, tvm_target: Mapping[str, Any] | str,
           host: Mapping[str, Any] | None = None, cross_compiler: str | None = None, *,
           shapes: Mapping[str, Sequence[int]] | None = None, prepare: ModuleHook = default_prepare,
-          schedule: ModuleHook = default_schedule, fuse: bool | None = None) -> BuiltModule:
+          schedule: ModuleHook = default_schedule, fuse: bool | None = None,
+          byoc: str | NpuSpec | None = None) -> BuiltModule:
     """Compile ``graph`` for ``tvm_target`` (a TVM target JSON dict, or a TVM tag name).
 
     ``host`` is the host target of a device target (it may also sit in the dict under
     ``"host"``); ``cross_compiler`` links the library for another CPU (e.g.
     ``"aarch64-linux-gnu-g++"``). ``shapes`` fixes symbolic input dimensions;
     ``prepare`` / ``schedule`` / ``fuse`` configure the Relax pipeline (``relax_pipeline``).
+    ``byoc`` partitions for an NPU first: a TVM BYOC backend name (its whole pattern
+    table) or an ``NpuSpec`` (``NpuSpec.of(target)``: the target's op set and dtypes).
+    Where TVM has no code generator for the backend, the NPU regions are built as host
+    code and ``BuiltModule.partition`` says so.
     """
     target = make_target(tvm_target, host)
     inputs = input_specs(graph, shapes)
     started = time.perf_counter()
     mod = import_graph(graph, inputs)
     outputs = output_specs(graph.output_names, mod["main"].ret_ty)
+    report = None
+    if byoc is not None:
+        mod, report = _partitioned(mod, byoc)
     try:
         executable = tvm.compile(mod, target=target,
                                  relax_pipeline=relax_pipeline(target, prepare, schedule, fuse))
@@ -110,7 +122,26 @@ def build(graph: Graph, tvm_target: Mapping[str, Any] | str,
     elapsed = time.perf_counter() - started
     log.info("compiled %r for %s in %.1f s", graph.name, target.kind.name, elapsed)
     return BuiltModule(executable, graph, json.loads(str(target)), cross_compiler, inputs,
-                       outputs, binaries, elapsed)
+                       outputs, binaries, elapsed, report)
+
+
+def _partitioned(mod: tvm.IRModule, byoc: str | NpuSpec) -> tuple[tvm.IRModule,
+                                                                  PartitionReport]:
+    """The module to compile and the partition report.
+
+    Without the backend's code generator the partitioned regions cannot be lowered; the
+    unpartitioned module is the same computation, so it is compiled instead (the
+    emulation upstream's example_npu runtime stands for).
+    """
+    try:
+        parted, report = partition(mod, byoc)
+    except (RuntimeError, ValueError, TypeError) as exc:  # TVM's C++ errors arrive as these
+        name = byoc if isinstance(byoc, str) else byoc.byoc
+        raise UserInputError(f"TVM could not partition the model for {name}: "
+                             f"{first_line(exc)}") from exc
+    log.info("%s partition: %d regions, %d tensors crossing, NPU ops %s", report.byoc,
+             report.regions, report.crossings, dict(report.npu_ops))
+    return (parted if report.npu_code == "codegen" else mod), report
 
 
 def make_target(tvm_target: Mapping[str, Any] | str,

@@ -11,7 +11,7 @@ with the memory they alias; graph inputs and outputs live on the CPU.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import MappingProxyType
 
 from optc.cost.analysis import GraphFacts
@@ -53,7 +53,33 @@ class Device:
         return key, self.peaks[key]
 
     def computes(self, dtype: str) -> bool:
-        return dtype in self.peaks or (dtype in _NARROW_INTS and "int8" in self.peaks)
+        return computes(self.peaks, dtype)
+
+
+def computes(dtypes: Collection[str], dtype: str) -> bool:
+    """Whether a unit with peak figures for ``dtypes`` computes in ``dtype`` natively.
+
+    Narrow integers count as int8 (they are widened to it). Shared with the NPU
+    partitioner (``optc.codegen.npu``) so that code generation and the roofline put the
+    same nodes on the accelerator.
+    """
+    return dtype in dtypes or (dtype in _NARROW_INTS and "int8" in dtypes)
+
+
+def accelerated(supported: bool, native_dtype: bool, activations_on_accelerator: Sequence[bool],
+                ) -> bool:
+    """The placement rule for an accelerator with a fallback CPU, shared with codegen.
+
+    A node runs on the accelerator when the accelerator supports its op and either
+    computes in one of its dtypes or sits in a region the accelerator already runs
+    (every activation input comes from the accelerator: the float ops between
+    DequantizeLinear and QuantizeLinear of a QDQ model).
+    """
+    if not supported:
+        return False
+    if native_dtype:
+        return True
+    return bool(activations_on_accelerator) and all(activations_on_accelerator)
 
 
 def main_device(target: Target, overrides: TargetOverrides,
@@ -112,10 +138,7 @@ def place(facts: GraphFacts, target: Target, main: Device, fallback: Device | No
 
 def _accelerated(node: Node, dtype: str, facts: GraphFacts, target: Target, main: Device,
                  home: Callable[[str], str]) -> str:
-    if not target.runs(node.op):
-        return HOST
-    if main.computes(dtype):
-        return main.label
     activations = [n for n in node.inputs if n and facts.root(n) not in facts.constants]
-    inherited = bool(activations) and all(home(n) == main.label for n in activations)
-    return main.label if inherited else HOST
+    on_main = [home(n) == main.label for n in activations]
+    return main.label if accelerated(target.runs(node.op), main.computes(dtype),
+                                     on_main) else HOST
