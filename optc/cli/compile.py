@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,24 @@ def repeat_option(function: Any) -> Any:
                                           "percentile are reported.")(function)
 
 
+class Duration(click.ParamType):
+    """A duration with its unit (``20ms``), in seconds; a bad one is a usage error (2)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        from optc.errors import UserInputError
+        from optc.search.request import parse_duration
+
+        try:
+            return parse_duration(str(value))
+        except UserInputError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 @click.command("compile", epilog=EXIT_CODES_HELP)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--target", "-t", "target_name", required=True,
@@ -38,10 +56,24 @@ def repeat_option(function: Any) -> Any:
 @click.option("--tune", default=0, show_default=True, type=click.IntRange(0), metavar="N",
               help="MetaSchedule trials (CPU targets); the tuning database is cached and "
                    "reused by later compiles.")
+@click.option("--budget", type=Duration(), metavar="TIME",
+              help="Latency budget (20ms, 1.5s, 500us): search the pipeline's candidates "
+                   "for the most accurate one whose measured latency fits.")
+@click.option("--max-drop", type=click.FloatRange(0, 1), metavar="FRACTION",
+              help="With --budget: largest allowed drop of accuracy (with labels) or "
+                   "fidelity to the input model  [default: 0.01]")
+@click.option("--calib", type=click.Path(path_type=Path), metavar="FILE.npz",
+              help="Calibration data: one array per model input (samples first), optional "
+                   "integer 'labels' (accuracy is then task accuracy).")
+@click.option("--latency-model", metavar="NAME",
+              help="With --budget: the cost model that prices candidates before any is "
+                   "compiled (an optc.cost_models name)  [default: roofline]")
 @rpc_options
 @repeat_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 def command(model: Path, target_name: str, output: Path, pipeline_text: str | None, tune: int,
+            budget: float | None, max_drop: float | None, calib: Path | None,
+            latency_model: str | None,
             rpc_tracker: str | None, rpc_key: str | None, repeat: int, as_json: bool) -> None:
     """Compile the ONNX model MODEL for a target into the artifact folder OUT.
 
@@ -51,20 +83,47 @@ def command(model: Path, target_name: str, output: Path, pipeline_text: str | No
     reference interpreter and times it. OUT holds the library, the optimized ONNX
     model, manifest.json and report.json.
 
+    With --budget, every candidate the pipeline's passes propose (a lossy pass such
+    as mixed-precision is added when the pipeline has none) is priced and scored on
+    the calibration data; the most accurate within --max-drop whose measured latency
+    fits the budget is written. If none fits, the fastest is written with its report
+    and the exit code is 3.
+
     \b
-    Example:
+    Examples:
       optc compile examples/models/digits_cnn.onnx --target host -o out/digits
+      optc compile examples/models/digits_cnn.onnx --target host --budget 5ms \\
+          --calib examples/models/digits_test.npz -o out/digits
     """
     from optc.compiler import compile_model
     from optc.compiler.rpc import rpc_from_options
+    from optc.errors import BudgetNotMetError
 
+    if budget is None and (max_drop is not None or latency_model is not None):
+        raise click.UsageError("--max-drop and --latency-model apply to a budgeted compile: "
+                               "give --budget too")
     rpc = rpc_from_options(rpc_tracker, rpc_key)
-    result = compile_model(model, target_name, output, passes=pipeline_text, tune=tune,
-                           repeat=repeat, rpc=rpc)
+    search = {} if budget is None else {
+        "budget_s": budget, "max_drop": 0.01 if max_drop is None else max_drop,
+        "latency_model": latency_model or "roofline"}
+    try:
+        result = compile_model(model, target_name, output, passes=pipeline_text, tune=tune,
+                               repeat=repeat, rpc=rpc, calibration=calib, **search)
+    except BudgetNotMetError as exc:  # OUT was written anyway: show it, then exit 3
+        report = getattr(exc, "report", None)
+        if report is not None:
+            show(report, output, as_json)
+        raise
+    show(result.report, result.artifact, as_json)
+
+
+def show(report: Mapping[str, Any], artifact: Path, as_json: bool) -> None:
     if as_json:
-        render.print_json({**result.report, "artifact": str(result.artifact)})
+        render.print_json({**report, "artifact": str(artifact)})
         return
-    print_summary(result.report, result.artifact)
+    print_summary(report, artifact)
+    if "search" in report:
+        print_search(report)
 
 
 def print_summary(report: Mapping[str, Any], artifact: Path) -> None:
@@ -99,6 +158,47 @@ def print_summary(report: Mapping[str, Any], artifact: Path) -> None:
     render.print_table("stages", ("stage", "time"),
                        [(name, render.human_seconds(seconds))
                         for name, seconds in report["stages_s"].items()])
+
+
+def print_search(report: Mapping[str, Any]) -> None:
+    """The budget's outcome, the accuracy, and every candidate the search evaluated."""
+    budget, accuracy, search = report["budget"], report["accuracy"], report["search"]
+    click.echo()
+    latency = budget["latency_s"]
+    render.print_fields("budget", [
+        ("budget", render.human_seconds(budget["budget_s"])),
+        ("met", "yes" if budget["met"] else
+         f"no: {render.human_seconds(latency)} {budget['latency_source']}, "
+         f"{budget['miss_ratio']:.2f}x the budget" if latency is not None else "no"),
+        (accuracy["metric"], f"{accuracy['score']:.4f} (input model {accuracy['baseline']:.4f}, "
+                             f"drop {accuracy['drop']:+.4f}, max {accuracy['max_drop']:g})"),
+        ("precision", _precision_text(report["precision"])),
+        ("fusion groups", str(len(report["fusion_groups"]))),
+        ("candidates", f"{len(search['candidates'])} evaluated, {search['builds']} compiled, "
+                       f"{len(search['pareto'])} on the Pareto front"),
+    ])
+    click.echo()
+    render.print_table("candidates (* written, P Pareto front)",
+                       ("#", "pipeline", accuracy["metric"], "predicted", "measured", "stage"),
+                       [(f"{c['index']}{'*' if c['index'] == search['written'] else ''}"
+                         f"{' P' if c['pareto'] else ''}", c["pipeline"] or "(no passes)",
+                         f"{c['score']:.4f}", _seconds(c["predicted_s"]),
+                         _seconds(c["measured_s"] if c["measured_s"] is not None
+                                  else c["quick_s"]), c["stage"])
+                        for c in search["candidates"]])
+
+
+def _precision_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``3 int4, 1 float16`` (nodes per precision), or that everything stayed float32."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        label = f"{row['dtype']}{row['bits']}"
+        counts[label] = counts.get(label, 0) + 1
+    return ", ".join(f"{n} {label}" for label, n in sorted(counts.items())) or "all float32"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else render.human_seconds(value)
 
 
 def measured_text(measured: Mapping[str, Any]) -> str:

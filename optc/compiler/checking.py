@@ -15,6 +15,14 @@ relative accuracy, hence the absolute part scaled by the output's own magnitude 
 check does not depend on the model's units). A real miscompilation (a wrong index, a
 dropped bias, a bad schedule) moves outputs by whole percent or more. Integer and
 bool outputs must be equal.
+
+Graphs with low-precision compute (float16 values, or QuantizeLinear: int8 codes) get a
+wider tolerance, ``LOW_PRECISION``: float16 rounds at ~5e-4 relative per operation and
+TVM's fp16 kernels accumulate in another order than the interpreter, and int8
+requantization may round a value to the neighbouring code (one quantization step) where
+the two sides compute the scale division differently. Their task accuracy is what the
+budget search measures on the compiled model; this check still catches
+miscompilations, which move outputs by much more.
 """
 
 from __future__ import annotations
@@ -33,6 +41,28 @@ log = logging.getLogger(__name__)
 
 RTOL = 1e-3
 ATOL_SCALE = 1e-4
+LOW_PRECISION_DTYPES = frozenset({"float16", "bfloat16"})
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    """``|compiled - reference| <= atol_scale * max|reference| + rtol * |reference|``."""
+
+    rtol: float = RTOL
+    atol_scale: float = ATOL_SCALE
+    why: str = "float32 compute"
+
+
+FLOAT32 = Tolerance()
+LOW_PRECISION = Tolerance(2e-2, 3e-2, "low-precision compute (float16 or int8 values)")
+
+
+def tolerance_for(graph: Graph) -> Tolerance:
+    """``LOW_PRECISION`` when the graph computes in float16 or (de)quantizes to int codes."""
+    dtypes = {v.dtype for node in graph.nodes for v in node.outputs}
+    low = dtypes & LOW_PRECISION_DTYPES or any(n.op in QUANTIZED_OPS for n in graph.nodes)
+    return LOW_PRECISION if low else FLOAT32
 SEED = 0
 FEEDS = f"seeded standard-normal floats (numpy default_rng({SEED})), zeros for other dtypes"
 
@@ -81,17 +111,18 @@ def reference_outputs(graph: Graph, feeds: Mapping[str, np.ndarray]) -> dict[str
     return run_numpy(graph, feeds)
 
 
-def compare(reference: Mapping[str, np.ndarray],
-            compiled: Mapping[str, np.ndarray]) -> list[OutputError]:
+def compare(reference: Mapping[str, np.ndarray], compiled: Mapping[str, np.ndarray],
+            tolerance: Tolerance = FLOAT32) -> list[OutputError]:
     """Per output errors; differing output names or shapes are mismatches at once."""
     if set(reference) != set(compiled):
         raise OutputMismatchError(f"the compiled model returns outputs {sorted(compiled)}, "
                                   f"the reference {sorted(reference)} (a bug in optc or TVM)")
-    return [_compare_one(name, np.asarray(want), np.asarray(compiled[name]))
+    return [_compare_one(name, np.asarray(want), np.asarray(compiled[name]), tolerance)
             for name, want in reference.items()]
 
 
-def _compare_one(name: str, want: np.ndarray, got: np.ndarray) -> OutputError:
+def _compare_one(name: str, want: np.ndarray, got: np.ndarray,
+                 tolerance: Tolerance) -> OutputError:
     if want.shape != got.shape:
         raise OutputMismatchError(f"compiled output {name!r} has shape {list(got.shape)}, the "
                                   f"reference {list(want.shape)} (a bug in optc or TVM)")
@@ -108,27 +139,30 @@ def _compare_one(name: str, want: np.ndarray, got: np.ndarray) -> OutputError:
     with np.errstate(invalid="ignore"):  # inf - inf where the reference is not finite
         error = np.where(finite, np.abs(got64 - want64), np.where(same, 0.0, np.inf))
     error = np.where(np.isnan(error), np.inf, error)
-    atol = ATOL_SCALE * (float(np.max(np.abs(want64[finite]))) if finite.any() else 0.0)
-    excess = error - (atol + RTOL * np.abs(np.where(finite, want64, 0.0)))
+    atol = tolerance.atol_scale * (float(np.max(np.abs(want64[finite]))) if finite.any()
+                                   else 0.0)
+    excess = error - (atol + tolerance.rtol * np.abs(np.where(finite, want64, 0.0)))
     return OutputError(name, float(np.max(error)), atol, float(np.max(excess)))
 
 
 def check_outputs(graph: Graph, feeds: Mapping[str, np.ndarray],
                   compiled: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """The check record for the report; ``OutputMismatchError`` when out of tolerance."""
-    errors = compare(reference_outputs(graph, feeds), compiled)
+    tolerance = tolerance_for(graph)
+    errors = compare(reference_outputs(graph, feeds), compiled, tolerance)
     bad = [e for e in errors if not e.ok]
     if bad:
         worst = bad[0]
         raise OutputMismatchError(
             f"the compiled model disagrees with the reference interpreter on output "
             f"{worst.name!r} (max abs error {worst.max_abs_error:.3g}, allowed "
-            f"{worst.atol:.3g} + {RTOL:g} x |reference|); nothing was written. This is a bug "
-            f"in optc or TVM: please report it")
+            f"{worst.atol:.3g} + {tolerance.rtol:g} x |reference|, {tolerance.why}); nothing "
+            f"was written. This is a bug in optc or TVM: please report it")
     log.info("output check passed: %s", ", ".join(
         f"{e.name} max abs error {e.max_abs_error:.3g}" for e in errors))
     return {"status": "passed", "reference": "optc.interp (reference interpreter)",
-            "feeds": FEEDS, "rtol": RTOL, "atol_scale": ATOL_SCALE,
+            "feeds": FEEDS, "rtol": tolerance.rtol, "atol_scale": tolerance.atol_scale,
+            "tolerance_for": tolerance.why,
             "outputs": [e.to_json() for e in errors]}
 
 
