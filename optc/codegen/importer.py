@@ -22,6 +22,9 @@ from optc.ir import Graph, Node
 
 IMPORTER = f"TVM {tvm.__version__}'s Relax ONNX importer"
 _C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+CONTRIB_OPS = frozenset(("com.microsoft", op) for op in (
+    "Attention", "Gelu", "FastGelu", "BiasGelu"))
+"""onnxruntime contrib ops TVM's importer converts (by op type; the ``fuse`` pass emits them)."""
 
 
 def input_specs(graph: Graph, shapes: Mapping[str, Sequence[int]] | None) -> tuple[TensorSpec, ...]:
@@ -51,8 +54,8 @@ def input_specs(graph: Graph, shapes: Mapping[str, Sequence[int]] | None) -> tup
 
 def import_graph(graph: Graph, inputs: Sequence[TensorSpec]) -> tvm.IRModule:
     """Relax module of ``graph`` with static input shapes; unsupported ops are named."""
-    foreign = sorted({f"{n.domain}::{n.op}" for n in graph.nodes if n.domain not in ("",
-                                                                                     "ai.onnx")})
+    foreign = sorted({f"{n.domain}::{n.op}" for n in graph.nodes
+                      if n.domain not in ("", "ai.onnx") and (n.domain, n.op) not in CONTRIB_OPS})
     if foreign:
         domain, _, op = foreign[0].partition("::")
         raise UnsupportedOpError(op, IMPORTER, domain)

@@ -85,13 +85,14 @@ class GraphFacts:
 
     # -- analysis ------------------------------------------------------------------
     def _analyze(self, node: Node, rules: Mapping[str, Rule], fold: bool) -> NodeFacts:
-        if node.domain not in DEFAULT_DOMAINS or node.op not in rules:
+        key = node.op if node.domain in DEFAULT_DOMAINS else f"{node.domain}::{node.op}"
+        if key not in rules:
             raise UnsupportedOpError(node.op, WHERE, node.domain)
         if self._folds(node, fold):
             self.constants.update(node.output_names)
             return NodeFacts(node, None, self._first_dtype(node))
         view = self.view(node)
-        work = rules[node.op](view)
+        work = rules[key](view)
         if work.kind == "view" and node.inputs and node.inputs[0]:
             for out in node.output_names[:1]:
                 self.roots[out] = self.root(node.inputs[0])

@@ -11,6 +11,8 @@ from optc.errors import InvalidModelError, OptcError, UnsupportedOpError
 from optc.interp.context import Rule, RuleCall, SubgraphRunner
 from optc.interp.dtypes import to_tensor
 from optc.interp.rules import DEFAULT_DOMAIN_RULES
+from optc.interp.rules.contrib import CONTRIB_DOMAIN
+from optc.interp.rules.contrib import RULES as CONTRIB_RULES
 from optc.ir.graph import Graph, Node
 
 WHERE = "the reference interpreter"
@@ -21,6 +23,8 @@ DEFAULT_OPSET = 17
 
 def has_rule(op: str, domain: str = "") -> bool:
     """Whether the interpreter can evaluate ``op`` of ``domain``."""
+    if domain == CONTRIB_DOMAIN:  # the onnxruntime contrib ops the fuse pass emits
+        return op in CONTRIB_RULES
     return domain in DEFAULT_DOMAINS and op in DEFAULT_DOMAIN_RULES
 
 
@@ -32,7 +36,7 @@ def supported_ops() -> list[str]:
 def rule_for(node: Node) -> Rule:
     if not has_rule(node.op, node.domain):
         raise UnsupportedOpError(node.op, WHERE, node.domain)
-    return DEFAULT_DOMAIN_RULES[node.op]
+    return (CONTRIB_RULES if node.domain == CONTRIB_DOMAIN else DEFAULT_DOMAIN_RULES)[node.op]
 
 
 def graph_opset(graph: Graph) -> int:

@@ -1,6 +1,7 @@
 """The roofline rule table: one module per op family, merged into one read-only mapping.
 
-A rule maps a ``NodeView`` to a ``Work``. ``tests/test_cost_rules.py`` checks that
+A rule maps a ``NodeView`` to a ``Work``; ops of other domains than the default one
+are keyed ``"domain::op"`` (``contrib``). ``tests/test_cost_rules.py`` checks that
 every op the reference interpreter supports has one.
 """
 
@@ -10,6 +11,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from optc.cost.rules import (
+    contrib,
     control,
     elementwise,
     linalg,
@@ -24,7 +26,7 @@ from optc.cost.work import NodeView, Work
 
 Rule = Callable[[NodeView], Work]
 
-_MODULES = (control, elementwise, linalg, movement, norm, pool, quant, recurrent, reduce)
+_MODULES = (contrib, control, elementwise, linalg, movement, norm, pool, quant, recurrent, reduce)
 
 
 def _merge() -> Mapping[str, Rule]:
