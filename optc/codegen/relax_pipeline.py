@@ -68,12 +68,15 @@ def cpu_schedule(mod: IRModule, target: tvm.target.Target) -> IRModule:
 
 
 def default_prepare(mod: IRModule, target: tvm.target.Target) -> IRModule:
-    """CPUs: channels-last layout with weights re-packed at compile time; GPUs: unchanged."""
+    """CPUs: QDQ / weight-only contractions lowered to integer compute with int8 weight
+    constants (``quantized.py``; before folding, which would make the weights float),
+    then channels-last layout with weights re-packed at compile time; GPUs: unchanged."""
     if is_gpu(target):
         return mod
+    from optc.codegen.quantized import prepare_quantized
     from optc.codegen.schedules import prepare_cpu
 
-    return prepare_cpu(mod, target)
+    return prepare_cpu(prepare_quantized(mod, target), target)
 
 
 def default_schedule(mod: IRModule, target: tvm.target.Target) -> IRModule:

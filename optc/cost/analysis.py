@@ -6,7 +6,8 @@
 - aliases: a view's output is its input's memory, so traffic is charged to the root;
 - consumers through views, to tell intermediates a fused kernel keeps to itself;
 - each node's compute dtype: the rule's (integer ops), an activation's ``Precision``
-  annotation, else its first float input's.
+  annotation, else its first float input's (a weight's ``Precision`` only narrows the
+  bytes read: weight-only layers compute in their activations' float dtype).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class GraphFacts:
         self._outer = outer
         self._subgraph_cost = subgraph_cost
         self.constants: set[str] = set(graph.params)
+        # Values computed from weights only (folded or not): their Precision is storage.
+        self.weights: set[str] = set(graph.params)
         self.roots: dict[str, str] = {}
         self.facts: list[NodeFacts] = []
         for node in graph.nodes:
@@ -85,6 +88,9 @@ class GraphFacts:
 
     # -- analysis ------------------------------------------------------------------
     def _analyze(self, node: Node, rules: Mapping[str, Rule], fold: bool) -> NodeFacts:
+        names = [n for n in node.inputs if n]
+        if names and all(n in self.weights for n in names):
+            self.weights.update(node.output_names)
         key = node.op if node.domain in DEFAULT_DOMAINS else f"{node.domain}::{node.op}"
         if key not in rules:
             raise UnsupportedOpError(node.op, WHERE, node.domain)
@@ -122,17 +128,20 @@ class GraphFacts:
     def _dtype(self, node: Node, work: Work) -> str:
         """The compute dtype: the rule's (integer ops), else the activation's precision.
 
-        A ``Precision`` annotation on a node describes its *weights* (bytes only): w8a16
-        computes in float16. Integer compute comes from an annotated activation (a
-        quantized input, ``Precision(8)`` on its DequantizeLinear output). A float op
-        between DequantizeLinear and QuantizeLinear without one computes in float: TVM
-        lowers QDQ to float arithmetic on CPUs and GPUs (an integer accelerator runs
-        the region in its own dtype, ``optc.cost.devices``).
+        A ``Precision`` annotation on a node, or on a value computed from weights only
+        (a weight's DequantizeLinear output), describes the *weights* (bytes only): a
+        weight-only layer (w4a16) computes in its activation's float dtype, since the
+        codes are widened in the kernel. Integer compute comes from an annotated
+        activation (a quantized input, ``Precision(8)`` on its DequantizeLinear output),
+        which optc's CPU code generator runs as an int8 x int8 -> int32 contraction
+        (``optc.codegen.quantized``). A float op between DequantizeLinear and
+        QuantizeLinear without one computes in float (an integer accelerator runs the
+        region in its own dtype, ``optc.cost.devices``).
         """
         if work.dtype:
             return work.dtype
         for name in node.inputs:
-            if name and name not in self.constants:
+            if name and name not in self.constants and name not in self.weights:
                 precision = _precision_of(self._safe_value(name))
                 if precision is not None:
                     return _precision_dtype(precision)

@@ -11,7 +11,11 @@ every kernel is a scalar, serial loop nest. This package supplies:
   batch_matmul with their elementwise epilogues (``contraction.py``), vectorized pooling
   and spatial reductions (``reduction.py``), dlight's row reduction rule for softmax and
   layer norm, and an injective fallback that parallelizes and vectorizes the rest
-  (``loops.py``); functions no rule understands are left as TVM generates them;
+  (``loops.py``); uint8 x int8 -> int32 contractions are vectorized like float ones
+  (int32 lanes), and matmuls / 1x1 convolutions on uint8 activations use AVX-512 VNNI
+  ``vpdpbusd`` on weights packed at compile time where the target has it
+  (``vnni_pack.py``, ``vnni.py``); functions no rule understands are left as TVM
+  generates them;
 - ``cpu_pipeline(target)``: the whole Relax pipeline with both of the above, for
   ``tvm.compile(mod, target, relax_pipeline=cpu_pipeline(target))``;
 - ``tune(mod, target, trials, work_dir)``: MetaSchedule on top, with a JSON database in

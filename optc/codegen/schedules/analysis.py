@@ -52,14 +52,14 @@ def _strip_cast(expr: tirx.PrimExpr) -> tirx.PrimExpr:
 
 
 def _is_multiply_accumulate(block: s_tir.SBlock) -> bool:
-    """``O[i] = O[i] + x * y`` with a zero init."""
+    """``O[i] = O[i] + x * y`` with a zero init (float, or integer: int8 x int8 -> int32)."""
     store = block.body
     if not isinstance(store, tirx.BufferStore) or block.init is None:
         return False
     init = block.init
-    if not isinstance(init, tirx.BufferStore) or not isinstance(init.value, tirx.FloatImm):
+    if not isinstance(init, tirx.BufferStore):
         return False
-    if float(init.value.value) != 0.0:
+    if not isinstance(init.value, (tirx.FloatImm, tirx.IntImm)) or init.value.value != 0:
         return False
     value = store.value
     if not isinstance(value, tirx.Add):

@@ -18,6 +18,7 @@ from .contraction import schedule_contraction
 from .hw import CpuInfo, cpu_info
 from .loops import schedule_injective
 from .reduction import schedule_inner_reduction, schedule_spatial_vector_reduction
+from .vnni import packed_weight, schedule_vnni
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +63,9 @@ def _schedule_contraction_func(
     if len(reductions) != 1:
         return False
     pos = reductions[0]
-    con: Contraction | None = as_contraction(sch, infos[pos])
-    if con is None:
+    packed = packed_weight(sch.get(infos[pos].block_rv)) is not None and cpu.vnni
+    con: Contraction | None = None if packed else as_contraction(sch, infos[pos])
+    if con is None and not packed:
         return False
     producers = []
     for info in infos[:pos]:
@@ -72,30 +74,39 @@ def _schedule_contraction_func(
         else:
             producers.append(info)
     consumers = try_inline(sch, list(infos[pos + 1 :]))
-    out_buf = sch.get(con.info.block_rv).writes[0].source
+    out_buf = sch.get(infos[pos].block_rv).writes[0].source
     epilogue = None
     if consumers and _reads_elementwise(sch, consumers[0], out_buf):
         epilogue = consumers.pop(0)
-    # The contraction analysis ran before inlining; refresh the loop handles it holds.
-    con = _refresh(sch, con)
-    if con is None or not schedule_contraction(sch, con, epilogue, cpu):
-        return False
+    if packed:
+        info = _refresh_info(sch, infos[pos])
+        if info is None or not schedule_vnni(sch, info, epilogue, cpu):
+            return False
+    else:
+        # The contraction analysis ran before inlining; refresh the loop handles it holds.
+        con = _refresh(sch, con)  # type: ignore[arg-type]
+        if con is None or not schedule_contraction(sch, con, epilogue, cpu):
+            return False
     for info in [*producers, *consumers]:
         schedule_injective(sch, info.block_rv, cpu.lanes(32), cpu.cores)
     return True
 
 
 def _refresh(sch: s_tir.Schedule, con: Contraction) -> Contraction | None:
-    block = con.info.block_rv
-    loops = sch.get_loops(block)
-    if len(loops) != len(con.info.iters):
+    info = _refresh_info(sch, con.info)
+    return None if info is None else dataclasses.replace(con, info=info)
+
+
+def _refresh_info(sch: s_tir.Schedule, info: SBlockInfo) -> SBlockInfo | None:
+    """``info`` with the loop handles of its block as they are now."""
+    loops = sch.get_loops(info.block_rv)
+    if len(loops) != len(info.iters):
         return None
     iters = [
         type(it)(kind=it.kind, var=it.var, dom=it.dom, loop_rv=loop)
-        for it, loop in zip(con.info.iters, loops, strict=True)
+        for it, loop in zip(info.iters, loops, strict=True)
     ]
-    info = SBlockInfo(con.info.name, iters, block, reduction_block=True)
-    return dataclasses.replace(con, info=info)
+    return SBlockInfo(info.name, iters, info.block_rv, reduction_block=True)
 
 
 def _schedule_generic(sch: s_tir.Schedule, infos: list[SBlockInfo], cpu: CpuInfo) -> None:

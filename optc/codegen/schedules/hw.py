@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import tvm
 from tvm.target import codegen
 
+_VNNI_LLVM = 17
+
 
 @dataclass(frozen=True)
 class CpuInfo:
@@ -20,6 +22,7 @@ class CpuInfo:
     vector_bits: int
     registers: int
     cores: int
+    vnni: bool = False  # AVX-512 VNNI: vpdpbusd, uint8 x int8 dot products into int32
 
     def lanes(self, dtype_bits: int = 32) -> int:
         """SIMD lanes for elements of ``dtype_bits`` bits (at least 1)."""
@@ -48,4 +51,15 @@ def cpu_info(target: tvm.target.Target) -> CpuInfo:
     else:
         bits, regs = 128, 16
     cores = target.attrs.get("num-cores")
-    return CpuInfo(vector_bits=bits, registers=regs, cores=int(cores or os.cpu_count() or 1))
+    return CpuInfo(vector_bits=bits, registers=regs, cores=int(cores or os.cpu_count() or 1),
+                   vnni=has_vnni(target))
+
+
+def has_vnni(target: tvm.target.Target) -> bool:
+    """Whether ``target`` may use 512-bit ``vpdpbusd`` (``schedules/vnni.py``).
+
+    LLVM 17 changed the intrinsic's operands to ``<64 x i8>``, the form ``vnni.py`` emits.
+    """
+    if target.kind.name != "llvm" or codegen.llvm_version_major() < _VNNI_LLVM:
+        return False
+    return _has("avx512vnni", target) and _has("avx512bw", target)

@@ -21,6 +21,7 @@ from .constfold import fold_passes
 from .fastmath import fast_math_passes
 from .groups import pad_groups_pass
 from .lift import lift_call_tir
+from .vnni_pack import pack_vnni_pass
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,8 @@ def simplify_for_layout(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> t
 
 def layout_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """Passes run before legalization: simplify, convert to channels-last, fold weights,
-    pad conv groups to whole vectors of ``target``."""
+    pack int8 weights for VNNI (where ``target`` has it), pad conv groups to whole vectors
+    of ``target``."""
     return [
         relax.transform.DecomposeOpsForInference(),
         *fold_passes(),
@@ -141,6 +143,7 @@ def layout_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         relax.transform.ConvertLayout(CHANNELS_LAST),
         *fast_math_passes(),
         *fold_passes(),
+        pack_vnni_pass(target),
         pad_groups_pass(target),
         relax.transform.CanonicalizeBindings(),
         relax.transform.DeadCodeElimination(),

@@ -1,0 +1,311 @@
+"""Lower QDQ and weight-only contractions to integer compute before TVM folds them to float.
+
+TVM 0.27's ONNX importer turns ``DequantizeLinear`` / ``QuantizeLinear`` into
+``relax.dequantize`` / ``relax.quantize`` and keeps ``Conv`` / ``MatMul`` / ``Gemm`` in float:
+``FoldConstant`` then folds ``dequantize(int8 weight)`` into a float32 constant (the
+library stores float weights, bigger than the fp32 model's since the quantize kernels add
+code) and the contraction runs in float32 on dequantized activations. This rewrite, run
+on the imported module before layout conversion and folding, makes the arithmetic real::
+
+    conv2d(dequantize(xq, sx, zx), dequantize(Wq, sw, 0, axis=0))          # w8a8 / w4a8
+  ->
+    acc = conv2d(pad(xq, zx), Wq, out_dtype="int32")      # uint8 x int8 -> int32
+    y   = astype(acc - zx * sum(Wq), float32) * (sx * sw)  # per output channel
+
+    conv2d(x, astype?(dequantize(Wq, sw, 0, axis=0)))                     # weight-only
+  ->
+    y = astype?(conv2d(x, Wq, out_dtype=float32) * sw)    # int8 codes read in the kernel
+
+and the same for ``matmul`` (a ``Gemm``'s transposed weight is transposed at compile
+time). The pad with the zero point is only emitted when the activation's zero point is
+not 0 (after ReLU it is 0: the conv's own zero padding is then exact). Weights stay int8
+constants; the scales multiply the accumulator in the contraction's fused epilogue.
+
+On CPUs without float16 arithmetic (x86 before AVX512-FP16), a float16 contraction
+(an ``fp16`` layer) reads its float16 operands into a float32 accumulator (``_widened``).
+On x86 with AVX-512 VNNI the int8 matmuls and 1x1 convolutions are then packed for
+``vpdpbusd`` (``schedules/vnni_pack.py``). Activation ``quantize`` / ``dequantize`` left
+over (per-tensor) become elementwise Relax ops, which layout conversion and operator
+fusion understand (TVM has no layout rule for them: each would otherwise cost two
+transposes in a channels-last graph).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.ir import Op
+from tvm.ir.expr import GenericConst
+
+log = logging.getLogger(__name__)
+
+ACC_DTYPE = "int32"
+_INT_ACTIVATIONS = ("uint8", "int8")
+_QRANGE = {"uint8": (0.0, 255.0), "int8": (-128.0, 127.0)}
+
+
+@dataclasses.dataclass(frozen=True)
+class IntWeight:
+    """A constant int8 weight with its float scale; ``axis`` is the axis the scale runs
+    along (None: one scale); ``cast`` the float dtype the dequantized weight was cast to."""
+
+    codes: np.ndarray
+    scale: np.ndarray
+    axis: int | None
+    cast: str | None = None
+
+    def channel_scale(self, axis: int) -> np.ndarray | None:
+        """Scales per index of ``axis`` (the output channel), None if they run along another."""
+        if self.axis is None:
+            return np.full(self.codes.shape[axis], float(self.scale.reshape(-1)[0]), np.float32)
+        return self.scale.astype(np.float32) if self.axis == axis else None
+
+
+@dataclasses.dataclass(frozen=True)
+class IntActivation:
+    """``dequantize(data, scale, zero)`` with one scale and zero point."""
+
+    data: relax.Expr
+    scale: float
+    zero: int
+
+
+def _const(expr: relax.Expr) -> np.ndarray | None:
+    return expr.value.numpy() if isinstance(expr, GenericConst) else None
+
+
+def _op_name(expr: relax.Expr) -> str | None:
+    if isinstance(expr, relax.Call) and isinstance(expr.op, Op):
+        return str(expr.op.name)
+    return None
+
+
+class _Resolving(relax.PyExprMutator):
+    """Shared helpers: follow dataflow variables to their bound expressions."""
+
+    def resolve(self, expr: relax.Expr) -> relax.Expr:
+        while isinstance(expr, relax.Var):
+            bound = self.lookup_binding(expr)
+            if bound is None:
+                break
+            expr = bound
+        return expr
+
+
+@relax.expr_functor.mutator
+class _LowerContractions(_Resolving):
+    """Rewrite conv2d / matmul over dequantized int8 operands (see the module docstring);
+    with ``widen_fp16``, float16 contractions accumulate in float32."""
+
+    def __init__(self, mod: tvm.IRModule, widen_fp16: bool) -> None:
+        super().__init__(mod)
+        self.widen_fp16 = widen_fp16
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:  # TVM visitor name
+        call = super().visit_call_(call)
+        name = _op_name(call)
+        if name not in ("relax.nn.conv2d", "relax.matmul"):
+            return call
+        lowered = self._conv2d(call) if name == "relax.nn.conv2d" else self._matmul(call)
+        if lowered is call and self.widen_fp16:
+            return self._widened(call)
+        return lowered
+
+    def _widened(self, call: relax.Call) -> relax.Expr:
+        """``conv2d|matmul(x16, w16)`` -> ``astype(conv2d|matmul(x16, w16, out f32), f16)``.
+
+        A CPU without float16 arithmetic (x86 before AVX512-FP16) makes LLVM round every
+        float16 multiply-add through float32 conversions: MiniLM's fp16 layers ran 3x
+        slower than fp32. Reading float16 operands into a float32 accumulator keeps the
+        halved weight bytes, runs at float32 speed and is more accurate; the result is
+        rounded to float16 once, as the layer's output type says.
+        """
+        dtypes = [str(a.ty.dtype) for a in call.args[:2] if isinstance(a.ty, relax.TensorType)]
+        if dtypes != ["float16", "float16"] or str(call.ty.dtype) != "float16":
+            return call
+        if call.op.name == "relax.matmul":
+            wide = relax.op.matmul(call.args[0], call.args[1], out_dtype="float32")
+        else:
+            a = call.attrs
+            wide = relax.op.nn.conv2d(
+                call.args[0], call.args[1], strides=a.strides, padding=a.padding,
+                dilation=a.dilation, groups=a.groups, data_layout=a.data_layout,
+                kernel_layout=a.kernel_layout, out_layout=a.out_layout, out_dtype="float32")
+        return relax.op.astype(self.builder_.emit(wide), "float16")
+
+    def weight(self, expr: relax.Expr) -> IntWeight | None:
+        """The int8 constant behind ``expr`` through astype / permute_dims, if any."""
+        expr = self.resolve(expr)
+        name = _op_name(expr)
+        if name == "relax.astype":
+            inner = self.weight(expr.args[0])
+            dtype = str(expr.attrs.dtype)
+            ok = inner is not None and inner.cast is None and dtype.startswith("float")
+            return dataclasses.replace(inner, cast=dtype) if ok else None
+        if name == "relax.permute_dims":
+            inner = self.weight(expr.args[0])
+            if inner is None:
+                return None
+            axes = list(range(inner.codes.ndim))[::-1] if expr.attrs.axes is None else [
+                int(a) for a in expr.attrs.axes]
+            axis = None if inner.axis is None else axes.index(inner.axis)
+            return dataclasses.replace(inner, codes=np.transpose(inner.codes, axes), axis=axis)
+        if name != "relax.dequantize":
+            return None
+        codes, scale, zero = (_const(a) for a in expr.args[:3])
+        if codes is None or scale is None or zero is None or codes.dtype != np.int8:
+            return None
+        if np.any(zero != 0) or str(expr.ty.dtype) != "float32":
+            return None  # symmetric weights only (optc's and quantize_static's per-channel)
+        axis = None if scale.size == 1 else int(expr.attrs.axis) % codes.ndim
+        return IntWeight(codes, scale.reshape(-1), axis)
+
+    def activation(self, expr: relax.Expr) -> IntActivation | None:
+        expr = self.resolve(expr)
+        if _op_name(expr) != "relax.dequantize" or str(expr.ty.dtype) != "float32":
+            return None
+        data = expr.args[0]
+        scale, zero = _const(expr.args[1]), _const(expr.args[2])
+        if scale is None or zero is None or scale.size != 1 or zero.size != 1:
+            return None
+        if str(data.ty.dtype) not in _INT_ACTIVATIONS or _const(data) is not None:
+            return None
+        return IntActivation(data, float(scale.reshape(-1)[0]), int(zero.reshape(-1)[0]))
+
+    def _conv2d(self, call: relax.Call) -> relax.Expr:
+        attrs = call.attrs
+        if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+            return call
+        weight = self.weight(call.args[1])
+        scale = None if weight is None else weight.channel_scale(0)
+        if weight is None or scale is None:
+            return call
+        act = self.activation(call.args[0]) if weight.cast is None else None
+        data, padding = call.args[0], [int(p) for p in attrs.padding]
+        out_dtype = "float32"
+        if act is not None:
+            data, out_dtype = act.data, ACC_DTYPE
+            if act.zero and any(padding):
+                # The float model pads with 0.0, i.e. with the zero point in integer terms.
+                top, left, bottom, right = padding
+                data = self.builder_.emit(relax.op.nn.pad(
+                    data, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(act.zero)))
+                padding = [0, 0, 0, 0]
+        acc = self.builder_.emit(relax.op.nn.conv2d(
+            data, relax.const(weight.codes, "int8"), strides=attrs.strides, padding=padding,
+            dilation=attrs.dilation, groups=attrs.groups, data_layout="NCHW",
+            kernel_layout="OIHW", out_dtype=out_dtype))
+        sums = weight.codes.astype(np.int64).sum(axis=(1, 2, 3))
+        return self._rescale(call, acc, act, scale, sums, [1, -1, 1, 1])
+
+    def _matmul(self, call: relax.Call) -> relax.Expr:
+        weight = self.weight(call.args[1])
+        if weight is None or weight.codes.ndim != 2:
+            return call
+        scale = weight.channel_scale(1)
+        if scale is None:
+            return call
+        act = self.activation(call.args[0]) if weight.cast is None else None
+        data = call.args[0] if act is None else act.data
+        acc = self.builder_.emit(relax.op.matmul(
+            data, relax.const(weight.codes, "int8"),
+            out_dtype="float32" if act is None else ACC_DTYPE))
+        return self._rescale(call, acc, act, scale, weight.codes.astype(np.int64).sum(axis=0),
+                             [-1])
+
+    def _rescale(self, call: relax.Call, acc: relax.Expr, act: IntActivation | None,
+                 scale: np.ndarray, sums: np.ndarray, shape: list[int]) -> relax.Expr:
+        """The float result from the accumulator: zero-point correction, then the scales."""
+        dtype = str(call.ty.dtype)
+        if act is not None:
+            if act.zero:
+                correction = (act.zero * sums).astype(np.int32).reshape(shape)
+                acc = self.builder_.emit(relax.op.subtract(acc, relax.const(correction)))
+            acc = self.builder_.emit(relax.op.astype(acc, "float32"))
+            scale = scale * np.float32(act.scale)
+        out = relax.op.multiply(acc, relax.const(scale.astype(np.float32).reshape(shape)))
+        if dtype != "float32":
+            out = relax.op.astype(self.builder_.emit(out), dtype)
+        return out
+
+
+def _scalar(value: float, dtype: str) -> relax.Expr:
+    return relax.const(np.array(value, dtype=dtype), dtype)
+
+
+@relax.expr_functor.mutator
+class _ElementwiseQDQ(_Resolving):
+    """Per-tensor activation ``quantize`` / ``dequantize`` as elementwise Relax operators."""
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:  # TVM visitor name
+        call = super().visit_call_(call)
+        name = _op_name(call)
+        if name not in ("relax.quantize", "relax.dequantize"):
+            return call
+        scale, zero = _const(call.args[1]), _const(call.args[2])
+        if scale is None or zero is None or scale.size != 1 or zero.size != 1:
+            return call
+        if _const(call.args[0]) is not None:
+            return call  # a constant weight: FoldConstant folds it
+        emit = self.builder_.emit
+        z = float(zero.reshape(-1)[0])
+        if name == "relax.dequantize":
+            dtype = str(call.ty.dtype)
+            shifted = emit(relax.op.astype(call.args[0], "int32"))
+            shifted = emit(relax.op.subtract(shifted, _scalar(z, "int32")))
+            real = emit(relax.op.astype(shifted, dtype))
+            return relax.op.multiply(real, _scalar(float(scale.reshape(-1)[0]), dtype))
+        out_dtype, src = str(call.ty.dtype), call.args[0]
+        if out_dtype not in _QRANGE:
+            return call
+        fdtype = str(src.ty.dtype)
+        low, high = _QRANGE[out_dtype]
+        # ONNX QuantizeLinear: saturate(round(x / scale) + zero_point), ties to even.
+        q = emit(relax.op.round(emit(relax.op.divide(
+            src, _scalar(float(scale.reshape(-1)[0]), fdtype)))))
+        q = emit(relax.op.add(q, _scalar(z, fdtype)))
+        q = emit(relax.op.minimum(emit(relax.op.maximum(q, _scalar(low, fdtype))),
+                                  _scalar(high, fdtype)))
+        return relax.op.astype(q, out_dtype)
+
+
+def _apply(mutator: relax.PyExprMutator, mod: tvm.IRModule) -> tvm.IRModule:
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
+    return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+
+
+def lower_quantized(widen_fp16: bool) -> tvm.transform.Pass:
+    """Integer contractions first (they match on ``dequantize``), then elementwise Q/DQ;
+    ``widen_fp16``: float16 contractions accumulate in float32."""
+
+    @tvm.transform.module_pass(opt_level=0, name="OptcLowerQuantized")
+    def _lower(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        mod = _apply(_LowerContractions(mod, widen_fp16), mod)
+        return _apply(_ElementwiseQDQ(mod), mod)
+
+    return _lower
+
+
+def native_fp16(target: tvm.target.Target) -> bool:
+    """Whether ``target``'s CPU has float16 arithmetic (not only conversions)."""
+    from tvm.target import codegen
+
+    for feature in ("avx512fp16", "fullfp16"):
+        try:
+            if codegen.target_has_features(feature, target):
+                return True
+        except (RuntimeError, ValueError):  # a feature name another architecture lacks
+            continue
+    return False
+
+
+def prepare_quantized(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """The ``prepare`` hook step for CPU targets."""
+    with target:
+        return lower_quantized(widen_fp16=not native_fp16(target))(mod)
