@@ -9,11 +9,13 @@ every kernel is a scalar, serial loop nest. This package supplies:
 - schedule rules over the legalized, fused TIR (``apply_cpu_schedules``): a register-
   blocked, vectorized, parallel contraction schedule for conv2d / matmul / dense /
   batch_matmul with their elementwise epilogues (``contraction.py``), vectorized pooling
-  and spatial reductions (``reduction.py``), dlight's row reduction rule for softmax and
-  layer norm, and an injective fallback that parallelizes and vectorizes the rest
-  (``loops.py``); uint8 x int8 -> int32 contractions are vectorized like float ones
-  (int32 lanes), and matmuls / 1x1 convolutions on uint8 activations use AVX-512 VNNI
-  ``vpdpbusd`` on weights packed at compile time where the target has it
+  and spatial reductions (``reduction.py``), a row rule for softmax / layer norm / mean
+  that runs each row's stages under one loop with reductions on SIMD partial sums, single
+  rows included (``rowreduce.py``, ``rfactor.py``), and an injective fallback that
+  parallelizes and vectorizes the rest (``loops.py``); uint8 x int8 -> int32
+  contractions are vectorized like float ones (int32 lanes), and matmuls / 1x1
+  convolutions on uint8 activations use AVX-512 VNNI ``vpdpbusd`` on weights packed at
+  compile time where the target has it
   (``vnni_pack.py``, ``vnni.py``); functions no rule understands are left as TVM
   generates them;
 - ``cpu_pipeline(target)``: the whole Relax pipeline with both of the above, for

@@ -8,7 +8,6 @@ import logging
 import tvm
 import tvm_ffi
 from tvm import relax, s_tir, tirx
-from tvm.s_tir import dlight as dl
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
 from tvm.s_tir.dlight.base import try_inline
@@ -18,6 +17,8 @@ from .contraction import schedule_contraction
 from .hw import CpuInfo, cpu_info
 from .loops import schedule_injective
 from .reduction import schedule_inner_reduction, schedule_spatial_vector_reduction
+from .rfactor import schedule_vector_rfactor
+from .rowreduce import schedule_rows
 from .vnni import packed_weight, schedule_vnni
 
 logger = logging.getLogger(__name__)
@@ -109,13 +110,29 @@ def _refresh_info(sch: s_tir.Schedule, info: SBlockInfo) -> SBlockInfo | None:
     return SBlockInfo(info.name, iters, info.block_rv, reduction_block=True)
 
 
+def _feeds_reduction_and_more(sch: s_tir.Schedule, info: SBlockInfo) -> bool:
+    """An injective block read by a reduction and by another block (softmax's ``exp``):
+    inlined, it would be computed once per consumer; it is cheaper stored once."""
+    if not info.is_injective():
+        return False
+    consumers = sch.get_consumers(info.block_rv)
+    if len(consumers) < 2:
+        return False
+    return any(sch.get(c).init is not None for c in consumers)
+
+
 def _schedule_generic(sch: s_tir.Schedule, infos: list[SBlockInfo], cpu: CpuInfo) -> None:
     """Fallback: every block at root, vectorized where contiguous, parallel outside."""
     lanes = cpu.lanes(32)
-    for info in try_inline(sch, list(infos)):
+    keep = [info for info in infos if _feeds_reduction_and_more(sch, info)]
+    rest = try_inline(sch, [info for info in infos if info not in keep])
+    for info in [i for i in infos if i in keep or i in rest]:
         if info.is_injective():
             schedule_injective(sch, info.block_rv, lanes, cpu.cores)
-        elif not schedule_spatial_vector_reduction(sch, info, lanes, cpu.cores):
+        elif not (
+            schedule_spatial_vector_reduction(sch, info, lanes, cpu.cores)
+            or schedule_vector_rfactor(sch, info, lanes, cpu.cores)
+        ):
             schedule_inner_reduction(sch, info, cpu.cores)
 
 
@@ -128,9 +145,10 @@ def schedule_prim_func(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.P
         return None
     if _schedule_contraction_func(sch, infos, cpu):
         return sch.mod["main"]
-    # softmax / layer norm: dlight's CPU rule fuses the row-wise stages under one loop.
-    reduced = dl.cpu.Reduction().apply(func, target, False)
-    if isinstance(reduced, s_tir.Schedule):
+    # softmax / layer norm: every stage of a row under one loop over the rows (not on a
+    # single row: the generic path below vectorizes its reductions at root).
+    reduced = schedule_rows(func, cpu.lanes(32), cpu.cores)
+    if reduced is not None:
         return reduced.mod["main"]
     sch = s_tir.Schedule(func)
     infos = normalize_prim_func(sch)

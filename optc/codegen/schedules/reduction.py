@@ -18,7 +18,8 @@ def vector_axis(sch: s_tir.Schedule, info: SBlockInfo) -> int | None:
     """Index of the spatial iterator that is the output's last index and contiguous (or
     absent) in every read, or None."""
     block = sch.get(info.block_rv)
-    if len(block.writes) != 1 or not const_extents(info):
+    # A 0-d output (a reduction over the whole tensor) has no axis to vectorize.
+    if len(block.writes) != 1 or not block.writes[0].region or not const_extents(info):
         return None
     last = block.writes[0].region[-1].min
     for k, it in enumerate(info.iters):
