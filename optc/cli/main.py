@@ -9,7 +9,7 @@ from collections.abc import Callable
 import click
 
 import optc
-from optc.cli import compile, measure, passes, profile, run_passes, show, targets
+from optc.cli import compile, latency, measure, passes, profile, run_passes, show, targets
 from optc.cli.failures import EXIT_CODES_HELP, OptcGroup
 
 LOG_FORMAT = "optc: %(levelname)s: %(name)s: %(message)s"
@@ -68,6 +68,7 @@ cli.add_command(run_passes.command)
 cli.add_command(profile.command)
 cli.add_command(compile.command)
 cli.add_command(measure.command)
+cli.add_command(latency.group)
 
 
 def main() -> None:

@@ -31,9 +31,10 @@ class CostModel(Protocol):
 
 
 def builtin_cost_models() -> dict[str, type]:
+    from optc.cost.learned import LearnedLatencyModel
     from optc.cost.roofline import RooflineModel
 
-    return {RooflineModel.name: RooflineModel}
+    return {RooflineModel.name: RooflineModel, LearnedLatencyModel.name: LearnedLatencyModel}
 
 
 def cost_models() -> dict[str, type]:

@@ -1,0 +1,205 @@
+"""The learned latency model (after HELP, Lee et al., NeurIPS 2021), a ``CostModel``.
+
+A predictor meta-trained across devices (Meta-SGD, ``optc.cost.metasgd``) over graph
+features from the roofline analysis (``optc.cost.learned_features``) and a hardware
+embedding from reference-model latencies (``optc.cost.learned_data``); adapted to a new
+device from K measured samples. It predicts the log-latency correction to the roofline,
+so it starts from the roofline's prior and learns where devices depart from it.
+
+- ``fit(samples_by_device)``: meta-train; returns a new, unadapted model.
+- ``adapt(device_samples, k=10)``: returns a new model adapted to that device (the
+  samples that are reference models also give its embedding).
+- ``predict(graph) -> (latency_s, uncertainty)``: ``uncertainty`` is the predicted
+  standard deviation of ``ln(latency)`` (0.1 ~ 10 %): the spread of the ensemble
+  members plus the model's error on the adaptation samples.
+- ``save(path)`` / ``LearnedLatencyModel(path)``.
+
+Samples are (graph or ONNX path, seconds) pairs or ``optc.latency`` dataset rows.
+``LearnedLatencyModel()`` loads the model shipped with optc (``data/learned_v1.pt``),
+meta-trained on optc's dataset and adapted to the host's TVM builds at two threads;
+``LearnedLatencyModel(pretrained=False)`` is an untrained one, to ``fit``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from optc.cost import metasgd
+from optc.cost.learned_data import EmbeddingSpace, Labeled, labeled_all, reference_keys
+from optc.cost.learned_features import PRIOR_INDEX, GraphEncoder
+from optc.cost.learned_state import LearnedState, load_state, save_state
+from optc.cost.metasgd import MetaConfig, Task
+from optc.cost.record import Breakdown, Cost
+from optc.errors import UserInputError
+from optc.ir.graph import Graph
+from optc.target import Target
+
+DEFAULT_MODEL = Path(__file__).parent / "data" / "learned_v1.pt"
+STD_FLOOR = 0.05
+"""Features nearly constant in training are scaled by at least this much..."""
+CLIP = 4.0
+"""...and standardized features are clipped: a graph unlike every training graph (int8
+where training had none) must not push the network far outside what it has seen."""
+
+
+class LearnedLatencyModel:
+    """Meta-learned latency predictor; see the module docstring."""
+
+    name: ClassVar[str] = "learned"
+
+    def __init__(self, path: str | Path | None = None, *, seed: int = 0, members: int = 3,
+                 config: MetaConfig | None = None, state: LearnedState | None = None,
+                 encoder: GraphEncoder | None = None, pretrained: bool = True) -> None:
+        if state is None and path is None and pretrained and DEFAULT_MODEL.exists():
+            path = DEFAULT_MODEL
+        self.state = state if state is not None or path is None else load_state(path)
+        self.seed = seed if self.state is None else self.state.seed
+        self.members = members
+        # A loaded model keeps the settings it was trained with (network size, bound).
+        self.config = self.state.config if self.state else (config or MetaConfig())
+        self.encoder = encoder or GraphEncoder()
+        self._predicted: dict[str, tuple[float, float]] = {}  # per structural hash
+
+    # -- training -------------------------------------------------------------------
+    def fit(self, samples_by_device: Mapping[str, Iterable[Any]],
+            references: Sequence[Graph] | None = None) -> LearnedLatencyModel:
+        """Meta-train on every device's samples (each needs the reference models)."""
+        devices = {d: labeled_all(s) for d, s in samples_by_device.items()}
+        if len(devices) < 2:
+            raise UserInputError("meta-training needs samples from at least two devices")
+        keys = (tuple(g.structural_hash() for g in references) if references
+                else reference_keys(devices))
+        space = EmbeddingSpace(keys).fitted(devices)
+        xs = {d: self._features(s) for d, s in devices.items()}
+        stacked = np.concatenate(list(xs.values()))
+        x_mean, x_std = stacked.mean(axis=0), np.maximum(stacked.std(axis=0), STD_FLOOR)
+        ys = {d: _residuals(xs[d], devices[d]) for d in devices}
+        y_mean = float(np.mean(np.concatenate(list(ys.values()))))
+        tasks = [Task(_tensor(np.clip((xs[d] - x_mean) / x_std, -CLIP, CLIP)),
+                      _tensor(space.embed(devices[d])), _tensor(ys[d] - y_mean),
+                      tuple(i for i, s in enumerate(devices[d]) if s.key in keys))
+                 for d in devices]
+        with metasgd.one_thread():
+            members = tuple(metasgd.meta_train(tasks, self.config, self.seed + m)
+                            for m in range(self.members))
+        state = LearnedState(self.config, self.seed, x_mean, x_std, y_mean, space, members,
+                             tuple(devices))
+        return self._with(state)
+
+    def adapt(self, device_samples: Iterable[Any], k: int = 10,
+              device: str = "") -> LearnedLatencyModel:
+        """A copy adapted to one device from ``k`` of its samples: the reference models
+        among them first (they also give the embedding), then others in a seeded order.
+        Meta-SGD's inner steps, their number chosen by leave-one-out on the samples."""
+        state = self._trained()
+        samples = labeled_all(device_samples)
+        if not samples:
+            raise UserInputError("adapting needs at least one measured sample of the device")
+        chosen = _choose(samples, k, set(state.space.reference_keys), self.seed)
+        x = _tensor(_standard(self._features(chosen), state))
+        y = _tensor(_residuals(self._features(chosen), chosen) - state.y_mean)
+        embedding = state.space.embed(samples)
+        members = [([p.detach().requires_grad_() for p in params], alphas)
+                   for params, alphas in state.members]
+        with metasgd.one_thread():
+            steps = metasgd.select_steps(members, x, _tensor(embedding), y, self.config)
+            fast = tuple([p.detach() for p in metasgd.adapt(
+                params, alphas, x, _tensor(embedding), y, steps, self.config.recenter,
+                bound=self.config.bound)] for params, alphas in members)
+        errors = [metasgd.forward(f, x, _tensor(embedding), self.config.bound).detach().numpy()
+                  - y.numpy()
+                  for f in fast]
+        spread = float(np.sqrt(np.mean(np.square(errors))))
+        return self._with(dataclasses.replace(state, device=device, embedding=embedding,
+                                              adapted=fast, spread=spread, steps=steps))
+
+    # -- prediction -----------------------------------------------------------------
+    def predict(self, graph: Graph) -> tuple[float, float]:
+        key = graph.structural_hash()
+        found = self._predicted.get(key)
+        if found is None:
+            latency, spread = self.predict_features(self.encoder.encode(graph)[None, :])
+            found = self._predicted[key] = (float(latency[0]), float(spread[0]))
+        return found
+
+    def predict_many(self, graphs: Iterable[Graph]) -> tuple[np.ndarray, np.ndarray]:
+        return self.predict_features(self.encoder.encode_many(graphs))
+
+    def predict_features(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Latencies and ln-latency deviations for rows of graph features."""
+        state = self._trained()
+        x = _tensor(_standard(features, state))
+        embedding = _tensor(state.embedding if state.embedding is not None
+                            else np.asarray(state.space.fallback))
+        weights = state.adapted or tuple(params for params, _ in state.members)
+        with torch.no_grad(), metasgd.one_thread():
+            outputs = np.stack([metasgd.forward(w, x, embedding, self.config.bound).numpy()
+                                for w in weights])
+        log_latency = features[:, PRIOR_INDEX] + state.y_mean + outputs.mean(axis=0)
+        spread = np.sqrt(outputs.var(axis=0) + state.spread ** 2)
+        return np.exp(log_latency), spread
+
+    # -- CostModel ------------------------------------------------------------------
+    def estimate(self, graph: Graph, target: Target) -> Cost:
+        """The predicted latency on the adapted device, with the roofline's counts.
+        ``target`` is not consulted: the device is the one the model was adapted to."""
+        latency, _ = self.predict(graph)
+        return dataclasses.replace(self.encoder.totals(graph), latency_s=latency)
+
+    def breakdown(self, graph: Graph, target: Target) -> Breakdown:
+        """The encoder's roofline rows scaled so that they add up to the prediction."""
+        base = self.encoder.breakdown(graph)
+        latency, _ = self.predict(graph)
+        factor = latency / base.total.latency_s if base.total.latency_s > 0 else 1.0
+        rows = tuple(dataclasses.replace(r, latency_s=r.latency_s * factor) for r in base.nodes)
+        return Breakdown(rows, dataclasses.replace(base.total, latency_s=latency))
+
+    def uuid(self) -> str:
+        return f"{self.name}-{self._trained().digest()}"
+
+    def save(self, path: str | Path) -> Path:
+        return save_state(self._trained(), path)
+
+    # -- helpers --------------------------------------------------------------------
+    def _trained(self) -> LearnedState:
+        if self.state is None:
+            raise UserInputError("the learned latency model is not trained: fit it "
+                                 "(optc latency train) or load a model file")
+        return self.state
+
+    def _with(self, state: LearnedState) -> LearnedLatencyModel:
+        return LearnedLatencyModel(state=state, seed=self.seed, members=self.members,
+                                   config=self.config, encoder=self.encoder)
+
+    def _features(self, samples: Sequence[Labeled]) -> np.ndarray:
+        return np.stack([self.encoder.encode_key(s.key, s.load) for s in samples])
+
+
+def _residuals(features: np.ndarray, samples: Sequence[Labeled]) -> np.ndarray:
+    """ln(measured) - ln(roofline prior), the learned part's target."""
+    measured = np.log([s.latency_s for s in samples])
+    return measured - features[:, PRIOR_INDEX]
+
+
+def _choose(samples: list[Labeled], k: int, references: set[str], seed: int) -> list[Labeled]:
+    if k < 1:
+        raise UserInputError(f"k must be at least 1, not {k}")
+    first = [s for s in samples if s.key in references]
+    rest = [s for s in samples if s.key not in references]
+    order = np.random.default_rng(seed).permutation(len(rest))
+    return (first + [rest[i] for i in order])[:k]
+
+
+def _standard(features: np.ndarray, state: LearnedState) -> np.ndarray:
+    return np.clip((features - state.x_mean) / state.x_std, -CLIP, CLIP)
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array, dtype=np.float32))
+
