@@ -105,3 +105,21 @@ def test_search_options_need_a_budget(tmp_path: Path, option: tuple[str, str],
 def test_unknown_latency_model(tmp_path: Path, cache_dir: Path) -> None:  # noqa: F811
     no_write(tmp_path, ["--budget", "5ms", "--latency-model", "oracle"],
              "unknown latency model 'oracle' (known: roofline", cache_dir)
+
+
+def test_learned_latency_model_prices_the_search(tmp_path: Path,
+                                                 cache_dir: Path) -> None:  # noqa: F811
+    """``--latency-model learned``: the shipped meta-trained model prices every candidate
+    with an uncertainty; the budget is still decided on measured latency."""
+    out = tmp_path / "digits"
+    result = invoke("compile", str(DIGITS), "-t", "host", "--budget", "50ms", "--calib",
+                    str(DIGITS_TEST), "--latency-model", "learned", "--repeat", "3",
+                    "--json", "-o", str(out), cache=cache_dir)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    search = report["search"]
+    assert search["latency_model"]["name"] == "learned"
+    priced = [c for c in search["candidates"] if c["predicted_s"] is not None]
+    assert priced and all(c["predicted_s"] > 0 and c["predicted_ln_std"] > 0 for c in priced)
+    assert report["budget"]["met"] is True
+    assert report["budget"]["latency_source"] == "measured"
