@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -30,6 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# TVM's worker threads spin (pinned to cores) after each run; onnxruntime, timed right
+# after in this same process, then competes with them for the 2 cores. Idle TVM workers
+# must sleep so that each runtime is timed alone. Set before TVM is first used.
+os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
+os.environ.setdefault("TVM_BIND_THREADS", "0")
 
 from optc import zoo
 from optc.compiler import compile_model
