@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from optc.ir.graph import Graph, Node, node_reads
-from optc.ir.rewrite import all_names
+from optc.ir.rewrite import NameSource
 from optc.pipeline import Pass, PassContext
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class FoldBatchNorm(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         opset = int(graph.opsets.get("", graph.opsets.get("ai.onnx", 0)) or 0)
-        names = _NameSource(graph)
+        names = NameSource(graph)
         params = dict(graph.params)
         replaced: dict[int, Node] = {}
         dropped: set[int] = set()
@@ -106,7 +106,7 @@ def _foldable_layer(graph: Graph, bn: Node, opset: int) -> Node | None:
 
 
 def _fold(layer: Node, bn: Node, params: dict[str, np.ndarray],
-          names: _NameSource) -> Node | None:
+          names: NameSource) -> Node | None:
     scale, shift, mean, var = (params[n].astype(np.float64) for n in bn.inputs[1:5])
     weight = params[layer.inputs[1]]
     if weight.dtype.kind != "f" or scale.ndim != 1 or \
@@ -173,18 +173,3 @@ def _fold_gemm(layer: Node, weight: np.ndarray, bias: np.ndarray | None, factor:
     except ValueError:  # C does not broadcast against the channel axis
         return None
     return w, new_c
-
-
-class _NameSource:
-    """Fresh value names that collide with nothing in the graph (its bodies included)."""
-
-    def __init__(self, graph: Graph) -> None:
-        self.taken = set(all_names(graph))
-
-    def fresh(self, base: str) -> str:
-        name, index = base, 1
-        while name in self.taken:
-            index += 1
-            name = f"{base}{index}"
-        self.taken.add(name)
-        return name

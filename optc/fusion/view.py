@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from optc.ir.graph import Graph, Node
-from optc.ir.rewrite import all_names
+from optc.ir.rewrite import NameSource
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -26,7 +26,7 @@ class GraphView:
         self.graph = graph
         self.sized = sized or graph
         self.outputs = set(graph.output_names)
-        self._taken = set(all_names(graph))
+        self._names = NameSource(graph)
 
     @property
     def opset(self) -> int:
@@ -95,12 +95,7 @@ class GraphView:
 
     # -- names ---------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
-        name, index = base, 1
-        while name in self._taken:
-            index += 1
-            name = f"{base}{index}"
-        self._taken.add(name)
-        return name
+        return self._names.fresh(base)
 
 
 def close(value: float | None, want: float, rtol: float = 1e-5) -> bool:

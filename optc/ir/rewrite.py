@@ -143,6 +143,22 @@ def unique_name(graph: Graph, hint: str) -> str:
     return f"{hint}_{suffix}"
 
 
+class NameSource:
+    """Fresh value names for one edit: ``base``, then ``base2``, ``base3``... never a name the
+    graph (its bodies included) or an earlier ``fresh`` call uses."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.taken = all_names(graph)
+
+    def fresh(self, base: str) -> str:
+        name, index = base, 1
+        while name in self.taken:
+            index += 1
+            name = f"{base}{index}"
+        self.taken.add(name)
+        return name
+
+
 def all_names(graph: Graph) -> set[str]:
     """Every value name defined or read in ``graph`` and its bodies (taken for new names)."""
     # Subgraph names count too: ONNX forbids a body from reusing an outer name.

@@ -44,7 +44,7 @@ import onnx
 from optc.errors import UserInputError
 from optc.ir.annotations import FusionGroup, Precision
 from optc.ir.graph import Graph, Node, Value
-from optc.ir.rewrite import all_names, drop_unused_params, replace_nodes
+from optc.ir.rewrite import NameSource, drop_unused_params, replace_nodes
 from optc.quant.layers import Layer
 from optc.quant.numerics import FP32, LayerPrecision, activation_qparams, quantize_weight
 
@@ -86,16 +86,11 @@ class _Writer:
         self.ranges = ranges
         self.cache = cache
         self.params: dict[str, np.ndarray] = dict(graph.params)
-        self.taken = all_names(graph)
+        self.names = NameSource(graph)
         self.shared: dict[tuple[str, str], str] = {}
 
     def fresh(self, hint: str) -> str:
-        name, index = hint, 1
-        while name in self.taken:
-            index += 1
-            name = f"{hint}{index}"
-        self.taken.add(name)
-        return name
+        return self.names.fresh(hint)
 
     def lower(self, layer: Layer, precision: LayerPrecision) -> list[Node]:
         node = self.graph.producer(layer.key)
