@@ -107,10 +107,6 @@ def test_bad_calibration_is_a_user_error(tmp_path: Path, cache_dir: Path,  # noq
 
 
 @pytest.mark.heavy  # ~35 s on two cores: the loopback tracker and server start
-@pytest.mark.skip(reason="known bug: after the heavy codegen model tests in the same process, "
-                         "the second candidate's tracker.request never gets a free server "
-                         "(optc/codegen/remote.py has no request timeout); it passes when "
-                         "run alone")
 def test_candidates_are_timed_on_the_rpc_device(tmp_path: Path, cache_dir: Path,  # noqa: F811
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Through a loopback TVM RPC tracker: the timings come from the device."""

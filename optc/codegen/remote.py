@@ -8,8 +8,10 @@ into a Relax VM on the device and times it there (see ``measure``).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import socket
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,15 +28,21 @@ from optc.errors import UserInputError
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
+FREE_DEVICE_TIMEOUT_S = 300.0
+"""How long a lease waits for a busy device before giving up (the tracker itself would
+queue the request forever)."""
+_POLL_S = 0.2
 
 
 @contextlib.contextmanager
 def remote_vm(artifact: str | Path | Manifest, tracker_host: str, tracker_port: int, key: str,
-              session_timeout: float = 600.0) -> Iterator[tuple[Any, Any, Manifest]]:
+              session_timeout: float = 600.0, free_timeout: float = FREE_DEVICE_TIMEOUT_S,
+              ) -> Iterator[tuple[Any, Any, Manifest]]:
     """``(vm, device, manifest)`` of the artifact loaded on a device leased from the tracker.
 
-    The lease ends (and the device's temporary files go) when the block exits;
-    ``session_timeout`` (seconds) bounds the lease on the server side.
+    The lease ends (and the device's temporary files go) once the caller drops the VM,
+    the device and any tensors on it; ``session_timeout`` (seconds) bounds the lease on
+    the server side, ``free_timeout`` how long to wait for a busy device.
     """
     manifest = artifact if isinstance(artifact, Manifest) else read_manifest(artifact)
     where = f"RPC tracker {tracker_host}:{tracker_port}"
@@ -46,6 +54,11 @@ def remote_vm(artifact: str | Path | Manifest, tracker_host: str, tracker_port: 
         raise UserInputError(f"cannot reach the {where}: {exc}") from exc
     try:
         _require_key(tracker, key, where)
+        # A session ends only when its last handle is freed. One that an earlier lease
+        # left in a reference cycle would keep the device busy (and this request queued)
+        # until the cycle collector happens to run: collect it now.
+        gc.collect()
+        _wait_for_free(tracker, key, where, free_timeout)
         session = tracker.request(key, session_timeout=session_timeout)
         name = f"optc-{manifest.library_sha256[:16]}.so"
         session.upload(str(manifest.library), target=name)
@@ -66,6 +79,16 @@ def _require_key(tracker: Any, key: str, where: str) -> None:
     if key not in queues:
         raise UserInputError(f"no device is registered under key {key!r} at the {where} "
                              f"(registered: {sorted(queues) or 'none'})")
+
+
+def _wait_for_free(tracker: Any, key: str, where: str, timeout: float) -> None:
+    """Block until a server under ``key`` is free; a clear error after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while tracker.summary().get("queue_info", {}).get(key, {}).get("free", 0) <= 0:
+        if time.monotonic() >= deadline:
+            raise UserInputError(f"no device under key {key!r} at the {where} became free "
+                                 f"within {timeout:.0f} s (all are leased)")
+        time.sleep(_POLL_S)
 
 
 def measure_remote(artifact: str | Path | Manifest, tracker_host: str, tracker_port: int,
