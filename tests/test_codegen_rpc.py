@@ -22,6 +22,7 @@ from optc.codegen import (
     run_remote,
     write_artifact,
 )
+from optc.codegen.remote import remote_vm
 from optc.errors import UserInputError
 
 KEY = "optc-test-cpu"
@@ -66,3 +67,17 @@ def test_unreachable_tracker(artifact: Path) -> None:
     with pytest.raises(UserInputError, match="cannot reach the RPC tracker"):
         measure_remote(artifact, HOST, free_port(), KEY)
     assert time.monotonic() - started < 10
+
+
+def test_busy_device_times_out_with_a_clear_error(artifact: Path, tracker_port: int) -> None:
+    """While one lease holds the only server, a second waits, then fails in one line."""
+    with remote_vm(artifact, HOST, tracker_port, KEY) as (vm, device, _manifest):
+        assert vm is not None
+        started = time.monotonic()
+        busy = pytest.raises(UserInputError, match=rf"no device under key '{KEY}'.*within 1 s")
+        with busy, remote_vm(artifact, HOST, tracker_port, KEY, free_timeout=1.0):
+            pass
+        assert time.monotonic() - started < 10
+    del vm, device  # the remote device handle keeps its session alive too
+    # the lease ended with the block and the handles: the device is free again
+    assert measure_remote(artifact, HOST, tracker_port, KEY, warmup=1, repeat=1).median_s > 0
