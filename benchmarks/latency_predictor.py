@@ -4,7 +4,8 @@
    each device, meta-train on the others, adapt from K = 10 of its samples, predict the
    rest; Spearman rho and MAPE for the learned model and (a) FLOPs-only, (b) the host
    roofline times one fitted factor, (c) the same network trained from scratch on the
-   10 samples, (d) the nearest training device. Two protocols: the 10 fixed reference
+   10 samples, (d) the nearest training device, (e) the learned model's fitted prior
+   alone (no network). Two protocols: the 10 fixed reference
    models (HELP's), and 10 random models (medians over ``--draws`` draws).
 2. The host: a model meta-trained on *all* devices of the dataset, adapted to each
    device from its 10 reference-model rows, predicts the real models of
@@ -32,7 +33,7 @@ import torch
 from optc.cost import RooflineModel
 from optc.cost import latency_baselines as base
 from optc.cost.learned import LearnedLatencyModel
-from optc.cost.learned_data import Labeled, labeled_all, reference_keys
+from optc.cost.learned_data import Labeled, reference_keys
 from optc.cost.learned_eval import (
     METHODS,
     DeviceRows,
@@ -45,7 +46,6 @@ from optc.cost.learned_eval import (
 )
 from optc.cost.learned_features import GraphEncoder
 from optc.cost.metasgd import MetaConfig
-from optc.latency.dataset import by_device, load_dataset
 from optc.settings import read_settings
 from optc.target import get_target
 
@@ -66,41 +66,66 @@ def host_roofline(devices: dict[str, list[Labeled]]) -> dict[str, float]:
     return known
 
 
-def host_scores(model: LearnedLatencyModel, train: dict[str, list[Labeled]],
-                real: dict[str, DeviceRows], refs: list[str], roofline: dict[str, float],
-                seed: int) -> list[Score]:
+def host_scores(
+    model: LearnedLatencyModel,
+    train: dict[str, list[Labeled]],
+    real: dict[str, DeviceRows],
+    refs: list[str],
+    roofline: dict[str, float],
+    seed: int,
+) -> list[Score]:
     """Each host device: adapt on its reference rows, score on the real models."""
     scores = []
+    center = base.roofline_center(
+        [
+            (
+                np.stack([model.encoder.encode_key(s.key, s.load) for s in samples]),
+                np.array([s.latency_s for s in samples]),
+            )
+            for samples in train.values()
+        ]
+    )
     for device, rows in sorted(real.items()):
         if device not in train:
             continue
         support_rows = [s for s in train[device] if s.key in refs]
         adapted = model.adapt(support_rows, k=len(support_rows), device=device)
         # The baselines see the same 10 rows: stack them before the real models.
-        both = DeviceRows(support_rows + rows.samples,
-                          np.concatenate([model.encoder.encode_key(s.key, s.load)[None, :]
-                                          for s in support_rows] + [rows.features]),
-                          np.concatenate([[roofline[s.key] for s in support_rows], rows.roofline]))
+        both = DeviceRows(
+            support_rows + rows.samples,
+            np.concatenate(
+                [model.encoder.encode_key(s.key, s.load)[None, :] for s in support_rows]
+                + [rows.features]
+            ),
+            np.concatenate([[roofline[s.key] for s in support_rows], rows.roofline]),
+        )
         support = np.arange(len(support_rows))
         test = np.arange(len(support_rows), len(both.samples))
         measured = both.latency
-        others = {d: {s.key: s.latency_s for s in r.samples}
-                  | {s.key: s.latency_s for s in train.get(d, [])}
-                  for d, r in real.items() if d != device}
+        others = {
+            d: {s.key: s.latency_s for s in r.samples}
+            | {s.key: s.latency_s for s in train.get(d, [])}
+            for d, r in real.items()
+            if d != device
+        }
         nearest, borrowed = base.nearest_device(both.keys, measured, support, others)
         predictions = {
             "learned": adapted.predict_features(both.features)[0],
             "flops": base.flops_only(both.features, measured, support),
             "roofline": base.roofline_only(both.roofline, measured, support),
-            "scratch": base.scratch(both.features, measured, support, model.state, seed),
+            "scratch": base.scratch(both.features, measured, support, model.state, seed, center),
             "nearest": borrowed,
+            "fitted": base.fitted_prior(both.features, measured, support),
         }
         for method in METHODS:
             predicted = predictions[method][test]
             ok = np.isfinite(predicted)
             rho, mape = score(predicted[ok], measured[test][ok])
-            scores.append(Score(device, "host-real", method, rho, mape,
-                                nearest if method == "nearest" else ""))
+            scores.append(
+                Score(
+                    device, "host-real", method, rho, mape, nearest if method == "nearest" else ""
+                )
+            )
     return scores
 
 
@@ -112,9 +137,19 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=MetaConfig().iterations)
-    parser.add_argument("--bound", type=float, default=MetaConfig().bound,
-                        help="Largest graph-dependent ln-correction to the roofline.")
+    parser.add_argument(
+        "--bound",
+        type=float,
+        default=MetaConfig().bound,
+        help="Largest graph-dependent ln-correction to the roofline.",
+    )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--latency",
+        choices=("median", "min"),
+        default="median",
+        help="Train and score on the median (latency_s) or fastest run (min_s).",
+    )
     parser.add_argument("--skip-lodo", action="store_true")
     parser.add_argument("--json", type=Path, help="Write every score here.")
     args = parser.parse_args()
@@ -122,25 +157,37 @@ def main() -> None:
     torch.set_num_threads(1)  # tiny matrices: threads cost more than they give
     config = dataclasses.replace(MetaConfig(), iterations=args.iterations, bound=args.bound)
     encoder = GraphEncoder()
-    devices = dataset_devices(args.dataset, encoder)
+    devices = dataset_devices(args.dataset, encoder, args.latency)
     roofline = host_roofline(devices)
     refs = list(reference_keys(devices))
     rows = device_rows(devices, encoder, roofline=lambda s: roofline[s.key])
     scores: list[Score] = []
     started = time.perf_counter()
     if not args.skip_lodo:
-        scores += evaluate(rows, refs, k=args.k, draws=args.draws, seed=args.seed,
-                           members=args.members, config=config, encoder=encoder)
+        scores += evaluate(
+            rows,
+            refs,
+            k=args.k,
+            draws=args.draws,
+            seed=args.seed,
+            members=args.members,
+            config=config,
+            encoder=encoder,
+        )
     if args.host.is_file():
-        real_devices = {d: labeled_all(s) for d, s in by_device(load_dataset(args.host)).items()}
+        real_devices = dataset_devices(args.host, encoder, args.latency)
         roofline.update(host_roofline(real_devices))
         real = device_rows(real_devices, encoder, roofline=lambda s: roofline[s.key])
-        model = LearnedLatencyModel(pretrained=False, seed=args.seed, members=args.members,
-                                    config=config, encoder=encoder).fit(devices)
+        model = LearnedLatencyModel(
+            pretrained=False, seed=args.seed, members=args.members, config=config, encoder=encoder
+        ).fit(devices)
         scores += host_scores(model, devices, real, refs, roofline, args.seed)
     print(table(scores))
-    print(f"\n{time.perf_counter() - started:.0f} s; K = {args.k}, draws = {args.draws}, "
-          f"members = {args.members}, iterations = {args.iterations}")
+    print(
+        f"\n{time.perf_counter() - started:.0f} s; K = {args.k}, draws = {args.draws}, "
+        f"members = {args.members}, iterations = {args.iterations}, "
+        f"latency = {args.latency}"
+    )
     if args.json:
         args.json.write_text(json.dumps([dataclasses.asdict(s) for s in scores], indent=1))
 

@@ -23,8 +23,9 @@ from optc.frontend import load_onnx
 from optc.latency.dataset import by_device, load_dataset
 from optc.zoo import light_model_path
 
-DATASET = Path(__file__).resolve().parents[1] / "optc" / "latency" / "data" / \
-    "meta_train_v1.jsonl.gz"
+DATASET = (
+    Path(__file__).resolve().parents[1] / "optc" / "latency" / "data" / "meta_train_v1.jsonl.gz"
+)
 HELD_OUT = "tvm-2t"
 SMALL = MetaConfig(hidden=32, iterations=100)
 
@@ -45,11 +46,13 @@ def collected(encoder: GraphEncoder) -> dict[str, list[Labeled]]:
     return {d: labeled_all(s) for d, s in by_device(load_dataset(DATASET)).items()}
 
 
-def _fit(collected: dict[str, list[Labeled]], encoder: GraphEncoder,
-         seed: int = 0) -> LearnedLatencyModel:
+def _fit(
+    collected: dict[str, list[Labeled]], encoder: GraphEncoder, seed: int = 0
+) -> LearnedLatencyModel:
     train = {d: s for d, s in collected.items() if d != HELD_OUT}
-    return LearnedLatencyModel(pretrained=False, seed=seed, members=1, config=SMALL,
-                               encoder=encoder).fit(train)
+    return LearnedLatencyModel(
+        pretrained=False, seed=seed, members=1, config=SMALL, encoder=encoder
+    ).fit(train)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +60,10 @@ def model(collected: dict[str, list[Labeled]], encoder: GraphEncoder) -> Learned
     return _fit(collected, encoder)
 
 
-def _held_out(collected: dict[str, list[Labeled]], encoder: GraphEncoder,
-              ) -> tuple[list[Labeled], list[Labeled], np.ndarray]:
+def _held_out(
+    collected: dict[str, list[Labeled]],
+    encoder: GraphEncoder,
+) -> tuple[list[Labeled], list[Labeled], np.ndarray]:
     """K = 10 random non-reference samples of the held-out device to adapt on, the rest of
     its non-reference samples (and their features) to test on."""
     refs = set(reference_keys(collected))
@@ -70,17 +75,19 @@ def _held_out(collected: dict[str, list[Labeled]], encoder: GraphEncoder,
     return support, test, features
 
 
-def test_packaged_features_are_current(collected: dict[str, list[Labeled]],
-                                       encoder: GraphEncoder) -> None:
+def test_packaged_features_are_current(
+    collected: dict[str, list[Labeled]], encoder: GraphEncoder
+) -> None:
     smallest = min(collected[HELD_OUT], key=lambda s: s.latency_s)
     fresh = GraphEncoder().encode(smallest.load())
-    np.testing.assert_allclose(fresh, encoder.encode_key(smallest.key, smallest.load),
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        fresh, encoder.encode_key(smallest.key, smallest.load), rtol=1e-9, atol=1e-12
+    )
 
 
 def test_adapted_model_ranks_held_out_device_better_than_roofline(
-        model: LearnedLatencyModel, collected: dict[str, list[Labeled]],
-        encoder: GraphEncoder) -> None:
+    model: LearnedLatencyModel, collected: dict[str, list[Labeled]], encoder: GraphEncoder
+) -> None:
     support, test, features = _held_out(collected, encoder)
     assert len(support) == 10 and len(test) >= 20
     adapted = model.adapt(support, k=10, device=HELD_OUT)
@@ -94,9 +101,9 @@ def test_adapted_model_ranks_held_out_device_better_than_roofline(
     assert np.all(spread > 0) and np.all(np.isfinite(predicted))
 
 
-def test_same_seed_same_predictions(model: LearnedLatencyModel,
-                                    collected: dict[str, list[Labeled]],
-                                    encoder: GraphEncoder) -> None:
+def test_same_seed_same_predictions(
+    model: LearnedLatencyModel, collected: dict[str, list[Labeled]], encoder: GraphEncoder
+) -> None:
     support, _, features = _held_out(collected, encoder)
     again = _fit(collected, encoder)
     first = model.adapt(support, device=HELD_OUT).predict_features(features)[0]
@@ -105,16 +112,21 @@ def test_same_seed_same_predictions(model: LearnedLatencyModel,
     assert model.uuid() == again.uuid()
 
 
-def test_save_load_round_trip(model: LearnedLatencyModel, collected: dict[str, list[Labeled]],
-                              encoder: GraphEncoder, tmp_path: Path) -> None:
+def test_save_load_round_trip(
+    model: LearnedLatencyModel,
+    collected: dict[str, list[Labeled]],
+    encoder: GraphEncoder,
+    tmp_path: Path,
+) -> None:
     support, _, features = _held_out(collected, encoder)
     adapted = model.adapt(support, device=HELD_OUT)
     path = adapted.save(tmp_path / "model.pt")
     loaded = LearnedLatencyModel(path, encoder=encoder)
     assert loaded.state is not None and loaded.state.device == HELD_OUT
     assert loaded.uuid() == adapted.uuid()
-    np.testing.assert_array_equal(loaded.predict_features(features)[0],
-                                  adapted.predict_features(features)[0])
+    np.testing.assert_array_equal(
+        loaded.predict_features(features)[0], adapted.predict_features(features)[0]
+    )
 
 
 def test_samples_from_onnx_files_and_graphs(model: LearnedLatencyModel) -> None:
@@ -126,8 +138,7 @@ def test_samples_from_onnx_files_and_graphs(model: LearnedLatencyModel) -> None:
     assert latency == pytest.approx(0.004, rel=0.05) and spread >= 0
 
 
-def test_bad_samples_and_files_are_user_errors(model: LearnedLatencyModel,
-                                               tmp_path: Path) -> None:
+def test_bad_samples_and_files_are_user_errors(model: LearnedLatencyModel, tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="positive"):
         model.adapt([(load_onnx(light_model_path("squeezenet")), -1.0)])
     with pytest.raises(UserInputError, match="pair"):
@@ -138,7 +149,8 @@ def test_bad_samples_and_files_are_user_errors(model: LearnedLatencyModel,
         LearnedLatencyModel(junk)
     with pytest.raises(UserInputError, match="not trained"):
         LearnedLatencyModel(pretrained=False, encoder=model.encoder).predict_features(
-            np.zeros((1, len(FEATURE_NAMES))))
+            np.zeros((1, len(FEATURE_NAMES)))
+        )
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped learned model file")
@@ -161,13 +173,23 @@ def test_cli_adapt_from_csv(model: LearnedLatencyModel, tmp_path: Path) -> None:
 
     base = model.save(tmp_path / "base.pt")
     (tmp_path / "samples.csv").write_text(
-        f"onnx,latency_s\n{light_model_path('squeezenet')},0.02\n")
-    result = CliRunner().invoke(adapt_command, [str(base), str(tmp_path / "samples.csv"),
-                                                "--device", "mine", "-o",
-                                                str(tmp_path / "mine.pt")])
+        f"onnx,latency_s\n{light_model_path('squeezenet')},0.02\n"
+    )
+    result = CliRunner().invoke(
+        adapt_command,
+        [
+            str(base),
+            str(tmp_path / "samples.csv"),
+            "--device",
+            "mine",
+            "-o",
+            str(tmp_path / "mine.pt"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     adapted = LearnedLatencyModel(tmp_path / "mine.pt")
     assert adapted.state is not None and adapted.state.device == "mine"
-    bad = CliRunner().invoke(adapt_command, [str(base), str(DATASET), "--device", "nope",
-                                             "-o", str(tmp_path / "x.pt")])
+    bad = CliRunner().invoke(
+        adapt_command, [str(base), str(DATASET), "--device", "nope", "-o", str(tmp_path / "x.pt")]
+    )
     assert bad.exit_code != 0 and "no rows for device 'nope'" in str(bad.exception)

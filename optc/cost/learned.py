@@ -3,8 +3,11 @@
 A predictor meta-trained across devices (Meta-SGD, ``optc.cost.metasgd``) over graph
 features from the roofline analysis (``optc.cost.learned_features``) and a hardware
 embedding from reference-model latencies (``optc.cost.learned_data``); adapted to a new
-device from K measured samples. It predicts the log-latency correction to the roofline,
-so it starts from the roofline's prior and learns where devices depart from it.
+device from K measured samples. It predicts the log-latency correction to a prior: the
+roofline's busy time per op-class group plus a per-node cost, weighted per device by
+non-negative least squares on the same K samples (``learned_features.fit_prior``), so
+it starts from a roofline fitted to the device and learns where the device departs
+from it (model files from before the fitted prior correct the plain roofline).
 
 - ``fit(samples_by_device)``: meta-train; returns a new, unadapted model.
 - ``adapt(device_samples, k=10)``: returns a new model adapted to that device (the
@@ -32,7 +35,13 @@ import torch
 
 from optc.cost import metasgd
 from optc.cost.learned_data import EmbeddingSpace, Labeled, labeled_all, reference_keys
-from optc.cost.learned_features import PRIOR_INDEX, GraphEncoder
+from optc.cost.learned_features import (
+    PRIOR_INDEX,
+    GraphEncoder,
+    fit_prior,
+    prior_columns,
+    prior_log,
+)
 from optc.cost.learned_state import LearnedState, load_state, save_state
 from optc.cost.metasgd import MetaConfig, Task
 from optc.cost.record import Breakdown, Cost
@@ -53,9 +62,17 @@ class LearnedLatencyModel:
 
     name: ClassVar[str] = "learned"
 
-    def __init__(self, path: str | Path | None = None, *, seed: int = 0, members: int = 3,
-                 config: MetaConfig | None = None, state: LearnedState | None = None,
-                 encoder: GraphEncoder | None = None, pretrained: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        seed: int = 0,
+        members: int = 3,
+        config: MetaConfig | None = None,
+        state: LearnedState | None = None,
+        encoder: GraphEncoder | None = None,
+        pretrained: bool = True,
+    ) -> None:
         if state is None and path is None and pretrained and DEFAULT_MODEL.exists():
             path = DEFAULT_MODEL
         self.state = state if state is not None or path is None else load_state(path)
@@ -67,57 +84,142 @@ class LearnedLatencyModel:
         self._predicted: dict[str, tuple[float, float]] = {}  # per structural hash
 
     # -- training -------------------------------------------------------------------
-    def fit(self, samples_by_device: Mapping[str, Iterable[Any]],
-            references: Sequence[Graph] | None = None) -> LearnedLatencyModel:
+    def fit(
+        self,
+        samples_by_device: Mapping[str, Iterable[Any]],
+        references: Sequence[Graph] | None = None,
+    ) -> LearnedLatencyModel:
         """Meta-train on every device's samples (each needs the reference models)."""
         devices = {d: labeled_all(s) for d, s in samples_by_device.items()}
         if len(devices) < 2:
             raise UserInputError("meta-training needs samples from at least two devices")
-        keys = (tuple(g.structural_hash() for g in references) if references
-                else reference_keys(devices))
+        keys = (
+            tuple(g.structural_hash() for g in references)
+            if references
+            else reference_keys(devices)
+        )
         space = EmbeddingSpace(keys).fitted(devices)
         xs = {d: self._features(s) for d, s in devices.items()}
         stacked = np.concatenate(list(xs.values()))
         x_mean, x_std = stacked.mean(axis=0), np.maximum(stacked.std(axis=0), STD_FLOOR)
-        ys = {d: _residuals(xs[d], devices[d]) for d in devices}
-        y_mean = float(np.mean(np.concatenate(list(ys.values()))))
-        tasks = [Task(_tensor(np.clip((xs[d] - x_mean) / x_std, -CLIP, CLIP)),
-                      _tensor(space.embed(devices[d])), _tensor(ys[d] - y_mean),
-                      tuple(i for i, s in enumerate(devices[d]) if s.key in keys))
-                 for d in devices]
+        columns = (
+            {d: prior_columns(xs[d]) for d in devices} if self.config.prior == "fitted" else {}
+        )
+        if columns:  # targets are ln(latency); each episode subtracts its fitted prior
+            ys = {d: np.log([s.latency_s for s in devices[d]]) for d in devices}
+            y_mean = 0.0
+            weights: np.ndarray | None = np.mean(
+                [fit_prior(columns[d], np.exp(ys[d])) for d in devices], axis=0
+            )
+        else:
+            ys = {d: _residuals(xs[d], devices[d]) for d in devices}
+            y_mean = float(np.mean(np.concatenate(list(ys.values()))))
+            weights = None
+        tasks = [
+            Task(
+                _tensor(np.clip((xs[d] - x_mean) / x_std, -CLIP, CLIP)),
+                _tensor(space.embed(devices[d])),
+                _tensor(ys[d] - y_mean),
+                tuple(i for i, s in enumerate(devices[d]) if s.key in keys),
+                columns.get(d),
+            )
+            for d in devices
+        ]
         with metasgd.one_thread():
-            members = tuple(metasgd.meta_train(tasks, self.config, self.seed + m)
-                            for m in range(self.members))
-        state = LearnedState(self.config, self.seed, x_mean, x_std, y_mean, space, members,
-                             tuple(devices))
+            members = tuple(
+                metasgd.meta_train(tasks, self.config, self.seed + m) for m in range(self.members)
+            )
+        state = LearnedState(
+            self.config,
+            self.seed,
+            x_mean,
+            x_std,
+            y_mean,
+            space,
+            members,
+            tuple(devices),
+            prior_weights=weights,
+        )
         return self._with(state)
 
-    def adapt(self, device_samples: Iterable[Any], k: int = 10,
-              device: str = "") -> LearnedLatencyModel:
+    def adapt(
+        self, device_samples: Iterable[Any], k: int = 10, device: str = ""
+    ) -> LearnedLatencyModel:
         """A copy adapted to one device from ``k`` of its samples: the reference models
         among them first (they also give the embedding), then others in a seeded order.
-        Meta-SGD's inner steps, their number chosen by leave-one-out on the samples."""
+        The prior's weights are fitted to them, then Meta-SGD's inner steps; the number of
+        steps and the share of the network's correction kept (all, half, none: on a device
+        unlike every training one the fitted prior alone may rank better) are chosen by
+        leave-one-out on the samples, and a log-space offset refitted for that share."""
         state = self._trained()
         samples = labeled_all(device_samples)
         if not samples:
             raise UserInputError("adapting needs at least one measured sample of the device")
         chosen = _choose(samples, k, set(state.space.reference_keys), self.seed)
-        x = _tensor(_standard(self._features(chosen), state))
-        y = _tensor(_residuals(self._features(chosen), chosen) - state.y_mean)
+        features = self._features(chosen)
+        x = _tensor(_standard(features, state))
+        latency = np.array([s.latency_s for s in chosen])
+        columns = prior_columns(features)
+        fitted = state.prior_weights is not None
+
+        def targets(kept: np.ndarray) -> torch.Tensor:
+            """Every sample's target with the prior fitted on the ``kept`` ones."""
+            if not fitted:
+                return _tensor(_residuals(features, chosen) - state.y_mean)
+            weights = fit_prior(columns[kept], latency[kept])
+            return _tensor(np.log(latency) - prior_log(columns, weights) - state.y_mean)
+
+        everything = np.arange(len(chosen))
+        y = targets(everything)
+        weights = fit_prior(columns, latency) if fitted else None
         embedding = state.space.embed(samples)
-        members = [([p.detach().requires_grad_() for p in params], alphas)
-                   for params, alphas in state.members]
+        members = [
+            ([p.detach().requires_grad_() for p in params], alphas)
+            for params, alphas in state.members
+        ]
         with metasgd.one_thread():
-            steps = metasgd.select_steps(members, x, _tensor(embedding), y, self.config)
-            fast = tuple([p.detach() for p in metasgd.adapt(
-                params, alphas, x, _tensor(embedding), y, steps, self.config.recenter,
-                bound=self.config.bound)] for params, alphas in members)
-        errors = [metasgd.forward(f, x, _tensor(embedding), self.config.bound).detach().numpy()
-                  - y.numpy()
-                  for f in fast]
+            steps, shrink = metasgd.select_steps(
+                members, x, _tensor(embedding), targets, self.config
+            )
+            fast = tuple(
+                [
+                    p.detach()
+                    for p in metasgd.adapt(
+                        params,
+                        alphas,
+                        x,
+                        _tensor(embedding),
+                        y,
+                        steps,
+                        self.config.recenter,
+                        bound=self.config.bound,
+                    )
+                ]
+                for params, alphas in members
+            )
+        outputs = np.stack(
+            [
+                metasgd.forward(f, x, _tensor(embedding), self.config.bound).detach().numpy()
+                for f in fast
+            ]
+        )
+        # The device's log-space offset for the kept share of the correction.
+        shift = float(np.mean(y.numpy() - shrink * outputs.mean(axis=0)))
+        errors = shrink * outputs + shift - y.numpy()
         spread = float(np.sqrt(np.mean(np.square(errors))))
-        return self._with(dataclasses.replace(state, device=device, embedding=embedding,
-                                              adapted=fast, spread=spread, steps=steps))
+        return self._with(
+            dataclasses.replace(
+                state,
+                device=device,
+                embedding=embedding,
+                adapted=fast,
+                spread=spread,
+                steps=steps,
+                prior_weights=weights,
+                shrink=shrink,
+                shift=shift,
+            )
+        )
 
     # -- prediction -----------------------------------------------------------------
     def predict(self, graph: Graph) -> tuple[float, float]:
@@ -135,14 +237,21 @@ class LearnedLatencyModel:
         """Latencies and ln-latency deviations for rows of graph features."""
         state = self._trained()
         x = _tensor(_standard(features, state))
-        embedding = _tensor(state.embedding if state.embedding is not None
-                            else np.asarray(state.space.fallback))
+        embedding = _tensor(
+            state.embedding if state.embedding is not None else np.asarray(state.space.fallback)
+        )
         weights = state.adapted or tuple(params for params, _ in state.members)
         with torch.no_grad(), metasgd.one_thread():
-            outputs = np.stack([metasgd.forward(w, x, embedding, self.config.bound).numpy()
-                                for w in weights])
-        log_latency = features[:, PRIOR_INDEX] + state.y_mean + outputs.mean(axis=0)
-        spread = np.sqrt(outputs.var(axis=0) + state.spread ** 2)
+            outputs = np.stack(
+                [metasgd.forward(w, x, embedding, self.config.bound).numpy() for w in weights]
+            )
+        base = (
+            features[:, PRIOR_INDEX]
+            if state.prior_weights is None
+            else prior_log(prior_columns(features), state.prior_weights)
+        )
+        log_latency = base + state.y_mean + state.shrink * outputs.mean(axis=0) + state.shift
+        spread = np.sqrt(state.shrink**2 * outputs.var(axis=0) + state.spread**2)
         return np.exp(log_latency), spread
 
     # -- CostModel ------------------------------------------------------------------
@@ -169,13 +278,20 @@ class LearnedLatencyModel:
     # -- helpers --------------------------------------------------------------------
     def _trained(self) -> LearnedState:
         if self.state is None:
-            raise UserInputError("the learned latency model is not trained: fit it "
-                                 "(optc latency train) or load a model file")
+            raise UserInputError(
+                "the learned latency model is not trained: fit it "
+                "(optc latency train) or load a model file"
+            )
         return self.state
 
     def _with(self, state: LearnedState) -> LearnedLatencyModel:
-        return LearnedLatencyModel(state=state, seed=self.seed, members=self.members,
-                                   config=self.config, encoder=self.encoder)
+        return LearnedLatencyModel(
+            state=state,
+            seed=self.seed,
+            members=self.members,
+            config=self.config,
+            encoder=self.encoder,
+        )
 
     def _features(self, samples: Sequence[Labeled]) -> np.ndarray:
         return np.stack([self.encoder.encode_key(s.key, s.load) for s in samples])
@@ -202,4 +318,3 @@ def _standard(features: np.ndarray, state: LearnedState) -> np.ndarray:
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.asarray(array, dtype=np.float32))
-

@@ -41,14 +41,20 @@ def labeled(item: Any) -> Labeled:
     if isinstance(item, Labeled):
         return item
     if hasattr(item, "graph_hash") and hasattr(item, "latency_s"):
-        return Labeled(str(item.graph_hash), _latency(item.latency_s), _dataset_loader(item),
-                       str(getattr(item, "model", "")))
+        return Labeled(
+            str(item.graph_hash),
+            _latency(item.latency_s),
+            _dataset_loader(item),
+            str(getattr(item, "model", "")),
+        )
     if isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2:
         source, latency = item
         graph = _graph(source)
         return Labeled(graph.structural_hash(), _latency(latency), lambda: graph)
-    raise UserInputError(f"a latency sample must be a (graph or ONNX path, seconds) pair or a "
-                         f"dataset row, not {type(item).__name__}")
+    raise UserInputError(
+        f"a latency sample must be a (graph or ONNX path, seconds) pair or a "
+        f"dataset row, not {type(item).__name__}"
+    )
 
 
 def labeled_all(items: Iterable[Any]) -> list[Labeled]:
@@ -58,8 +64,9 @@ def labeled_all(items: Iterable[Any]) -> list[Labeled]:
 def _latency(value: Any) -> float:
     latency = float(value)
     if not math.isfinite(latency) or latency <= 0:
-        raise UserInputError(f"a measured latency must be a positive number of seconds, "
-                             f"not {value!r}")
+        raise UserInputError(
+            f"a measured latency must be a positive number of seconds, not {value!r}"
+        )
     return latency
 
 
@@ -70,8 +77,10 @@ def _graph(source: Any) -> Graph:
         from optc.frontend import load_onnx
 
         return load_onnx(Path(source))
-    raise UserInputError(f"a latency sample's model must be an optc Graph or an ONNX path, "
-                         f"not {type(source).__name__}")
+    raise UserInputError(
+        f"a latency sample's model must be an optc Graph or an ONNX path, "
+        f"not {type(source).__name__}"
+    )
 
 
 def _dataset_loader(row: Any) -> Callable[[], Graph]:
@@ -79,6 +88,7 @@ def _dataset_loader(row: Any) -> Callable[[], Graph]:
         from optc.latency.dataset import graph_for  # deferred: only for uncached rows
 
         return graph_for(row)
+
     return load
 
 
@@ -136,11 +146,17 @@ class EmbeddingSpace:
         """This space with its scale statistics and fallback taken from ``devices``."""
         raws = [r for r in (self.raw(s) for s in devices.values()) if r is not None]
         if not raws:
-            raise UserInputError("no training device has reference-model latencies: measure "
-                                 "the reference models (optc.latency.arch.reference_specs) "
-                                 "on every training device")
+            raise UserInputError(
+                "no training device has reference-model latencies: measure "
+                "the reference models (optc.latency.arch.reference_specs) "
+                "on every training device"
+            )
         scales = [math.log(float(np.nanmean(r))) for r in raws]
-        stats = dataclasses.replace(self, scale_mean=float(np.mean(scales)),
-                                    scale_std=float(np.std(scales)) or 1.0, fallback=())
+        stats = dataclasses.replace(
+            self,
+            scale_mean=float(np.mean(scales)),
+            scale_std=float(np.std(scales)) or 1.0,
+            fallback=(),
+        )
         mean = np.nanmean(np.stack([stats._embed_raw(r) for r in raws]), axis=0)
         return dataclasses.replace(stats, fallback=tuple(float(v) for v in mean))

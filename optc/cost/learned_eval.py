@@ -31,11 +31,12 @@ from optc.cost.learned_features import (
     GraphEncoder,
 )
 from optc.cost.metasgd import MetaConfig
+from optc.errors import UserInputError
 from optc.settings import read_settings
 
 log = logging.getLogger(__name__)
 
-METHODS = ("learned", "flops", "roofline", "scratch", "nearest")
+METHODS = ("learned", "flops", "roofline", "scratch", "nearest", "fitted")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,35 +71,53 @@ class DeviceRows:
         return np.array([s.latency_s for s in self.samples])
 
 
-def device_rows(devices: Mapping[str, Sequence[Labeled]], encoder: GraphEncoder,
-                roofline: Callable[[Labeled], float] | None = None) -> dict[str, DeviceRows]:
+def device_rows(
+    devices: Mapping[str, Sequence[Labeled]],
+    encoder: GraphEncoder,
+    roofline: Callable[[Labeled], float] | None = None,
+) -> dict[str, DeviceRows]:
     """Features (and the roofline prediction, default: the encoder's prior) per device."""
     rows = {}
     for device, samples in devices.items():
         features = np.stack([encoder.encode_key(s.key, s.load) for s in samples])
-        prior = (np.array([roofline(s) for s in samples]) if roofline
-                 else np.exp(features[:, PRIOR_INDEX]))
+        prior = (
+            np.array([roofline(s) for s in samples])
+            if roofline
+            else np.exp(features[:, PRIOR_INDEX])
+        )
         rows[device] = DeviceRows(list(samples), features, prior)
     return rows
 
 
-def evaluate(rows: Mapping[str, DeviceRows], reference_keys: Sequence[str], *, k: int = 10,
-             draws: int = 5, seed: int = 0, members: int = 3,
-             config: MetaConfig | None = None, encoder: GraphEncoder | None = None,
-             ) -> list[Score]:
+def evaluate(
+    rows: Mapping[str, DeviceRows],
+    reference_keys: Sequence[str],
+    *,
+    k: int = 10,
+    draws: int = 5,
+    seed: int = 0,
+    members: int = 3,
+    config: MetaConfig | None = None,
+    encoder: GraphEncoder | None = None,
+) -> list[Score]:
     """Leave-one-device-out scores of every method on every device (see module doc)."""
     scores: list[Score] = []
     refs = set(reference_keys)
     for held in sorted(rows):
         train = {d: r.samples for d, r in rows.items() if d != held}
-        model = LearnedLatencyModel(pretrained=False, seed=seed, members=members,
-                                    config=config, encoder=encoder).fit(train)
+        model = LearnedLatencyModel(
+            pretrained=False, seed=seed, members=members, config=config, encoder=encoder
+        ).fit(train)
         data = rows[held]
         is_ref = np.array([key in refs for key in data.keys])
-        others = {d: dict(zip(r.keys, r.latency, strict=True))
-                  for d, r in rows.items() if d != held}
+        others = {
+            d: dict(zip(r.keys, r.latency, strict=True)) for d, r in rows.items() if d != held
+        }
         support = np.flatnonzero(is_ref)[:k]
-        scores += _one(held, "references", data, support, ~is_ref, model, others, seed)
+        center = base.roofline_center(
+            [(r.features, r.latency) for d, r in rows.items() if d != held]
+        )
+        scores += _one(held, "references", data, support, ~is_ref, model, others, seed, center)
         pool = np.flatnonzero(~is_ref)
         rng = np.random.default_rng(seed)
         drawn = []
@@ -106,15 +125,23 @@ def evaluate(rows: Mapping[str, DeviceRows], reference_keys: Sequence[str], *, k
             support = rng.choice(pool, size=min(k, pool.size - 2), replace=False)
             test = ~is_ref
             test[support] = False
-            drawn += _one(held, "random", data, support, test, model, others, seed + draw)
+            drawn += _one(held, "random", data, support, test, model, others, seed + draw, center)
         scores += _medians(drawn)
         log.info("held out %s: done", held)
     return scores
 
 
-def _one(device: str, protocol: str, data: DeviceRows, support: np.ndarray, test: np.ndarray,
-         model: LearnedLatencyModel, others: Mapping[str, Mapping[str, float]],
-         seed: int) -> list[Score]:
+def _one(
+    device: str,
+    protocol: str,
+    data: DeviceRows,
+    support: np.ndarray,
+    test: np.ndarray,
+    model: LearnedLatencyModel,
+    others: Mapping[str, Mapping[str, float]],
+    seed: int,
+    center: float,
+) -> list[Score]:
     measured = data.latency
     adapted = model.adapt([data.samples[i] for i in support], k=len(support), device=device)
     nearest, borrowed = base.nearest_device(data.keys, measured, support, others)
@@ -122,12 +149,20 @@ def _one(device: str, protocol: str, data: DeviceRows, support: np.ndarray, test
         "learned": adapted.predict_features(data.features)[0],
         "flops": base.flops_only(data.features, measured, support),
         "roofline": base.roofline_only(data.roofline, measured, support),
-        "scratch": base.scratch(data.features, measured, support, model.state, seed),
+        "scratch": base.scratch(data.features, measured, support, model.state, seed, center),
         "nearest": borrowed,
+        "fitted": base.fitted_prior(data.features, measured, support),
     }
-    return [Score(device, protocol, method, *score(predictions[method][test], measured[test]),
-                  detail=nearest if method == "nearest" else "")
-            for method in METHODS]
+    return [
+        Score(
+            device,
+            protocol,
+            method,
+            *score(predictions[method][test], measured[test]),
+            detail=nearest if method == "nearest" else "",
+        )
+        for method in METHODS
+    ]
 
 
 def _medians(drawn: list[Score]) -> list[Score]:
@@ -135,10 +170,14 @@ def _medians(drawn: list[Score]) -> list[Score]:
     for method in METHODS:
         mine = [s for s in drawn if s.method == method]
         if mine:
-            merged.append(dataclasses.replace(
-                mine[0], rho=float(np.median([s.rho for s in mine])),
-                mape=float(np.median([s.mape for s in mine])),
-                detail=",".join(sorted({s.detail for s in mine if s.detail}))))
+            merged.append(
+                dataclasses.replace(
+                    mine[0],
+                    rho=float(np.median([s.rho for s in mine])),
+                    mape=float(np.median([s.mape for s in mine])),
+                    detail=",".join(sorted({s.detail for s in mine if s.detail})),
+                )
+            )
     return merged
 
 
@@ -149,15 +188,24 @@ def table(scores: Sequence[Score]) -> str:
     keys = sorted({(s.device, s.protocol) for s in scores})
     for device, protocol in keys:
         cells = {s.method: s for s in scores if (s.device, s.protocol) == (device, protocol)}
-        lines.append(f"| {device} | {protocol} | " + " | ".join(
-            f"{cells[m].rho:.3f} / {100 * cells[m].mape:.1f}%" if m in cells else "n/a"
-            for m in METHODS) + " |")
+        lines.append(
+            f"| {device} | {protocol} | "
+            + " | ".join(
+                f"{cells[m].rho:.3f} / {100 * cells[m].mape:.1f}%" if m in cells else "n/a"
+                for m in METHODS
+            )
+            + " |"
+        )
     for protocol in sorted({s.protocol for s in scores}):
-        mean = {m: [s for s in scores if s.protocol == protocol and s.method == m]
-                for m in METHODS}
-        lines.append(f"| **mean** | {protocol} | " + " | ".join(
-            f"{np.mean([s.rho for s in v]):.3f} / {100 * np.mean([s.mape for s in v]):.1f}%"
-            for v in mean.values()) + " |")
+        mean = {m: [s for s in scores if s.protocol == protocol and s.method == m] for m in METHODS}
+        lines.append(
+            f"| **mean** | {protocol} | "
+            + " | ".join(
+                f"{np.mean([s.rho for s in v]):.3f} / {100 * np.mean([s.mape for s in v]):.1f}%"
+                for v in mean.values()
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -166,12 +214,21 @@ def feature_cache() -> Path:
     return read_settings().cache_dir / f"learned-features-v{ENCODER_VERSION}.npz"
 
 
-def dataset_devices(path: Path, encoder: GraphEncoder) -> dict[str, list[Labeled]]:
+def dataset_devices(
+    path: Path, encoder: GraphEncoder, latency: str = "median"
+) -> dict[str, list[Labeled]]:
     """A dataset's samples by device, with the encoder's cache filled from and saved to
-    ``feature_cache()`` (building a generated graph takes about a second)."""
+    ``feature_cache()`` (building a generated graph takes about a second). ``latency``:
+    ``median`` (``latency_s``) or ``min`` (``min_s``, the fastest run, where a row has
+    it: the least disturbed figure on a shared machine)."""
     from optc.latency.dataset import by_device, load_dataset
 
-    devices = {d: labeled_all(s) for d, s in by_device(load_dataset(path)).items()}
+    if latency not in ("median", "min"):
+        raise UserInputError(f"latency must be 'median' or 'min', not {latency!r}")
+    samples = load_dataset(path)
+    if latency == "min":
+        samples = [dataclasses.replace(s, latency_s=s.min_s) if s.min_s else s for s in samples]
+    devices = {d: labeled_all(s) for d, s in by_device(samples).items()}
     cache = feature_cache()
     encoder.load_cache(PACKAGED_FEATURES)
     before = encoder.load_cache(cache)

@@ -32,19 +32,43 @@ log = logging.getLogger(__name__)
 ENCODER_VERSION = 1
 """Bumped whenever a feature changes: a model file records the version it was fit with."""
 ENCODER_TARGET = Path(__file__).parent / "data" / "learned-encoder-cpu.toml"
-OP_CLASSES = ("conv", "matmul", "elementwise", "norm", "pool", "reduce", "softmax", "data",
-              "other")
-_GLOBAL = ("ln_prior", "ln_flops", "ln_bytes", "ln_param_bytes", "ln_input_elems",
-           "ln_kernels", "ln_nodes", "ln_compute_s", "ln_memory_s", "ln_launch_s",
-           "share_compute", "share_memory", "share_launch", "share_max_kernel",
-           "share_int8_flops", "share_f16_flops", "share_transcendental",
-           "share_depthwise_flops", "ln_conv_kernel_area", "ln_mean_kernel_flops")
+OP_CLASSES = ("conv", "matmul", "elementwise", "norm", "pool", "reduce", "softmax", "data", "other")
+_GLOBAL = (
+    "ln_prior",
+    "ln_flops",
+    "ln_bytes",
+    "ln_param_bytes",
+    "ln_input_elems",
+    "ln_kernels",
+    "ln_nodes",
+    "ln_compute_s",
+    "ln_memory_s",
+    "ln_launch_s",
+    "share_compute",
+    "share_memory",
+    "share_launch",
+    "share_max_kernel",
+    "share_int8_flops",
+    "share_f16_flops",
+    "share_transcendental",
+    "share_depthwise_flops",
+    "ln_conv_kernel_area",
+    "ln_mean_kernel_flops",
+)
 FEATURE_NAMES: tuple[str, ...] = _GLOBAL + tuple(
-    f"{stat}_{cls}" for cls in OP_CLASSES for stat in ("ln_mflops", "ln_kbytes", "share", "ln_n"))
+    f"{stat}_{cls}" for cls in OP_CLASSES for stat in ("ln_mflops", "ln_kbytes", "share", "ln_n")
+)
 PRIOR_INDEX = 0  # FEATURE_NAMES[0] is ln(prior latency)
 PACKAGED_FEATURES = Path(__file__).parent / "data" / f"learned_features_v{ENCODER_VERSION}.npz"
 """Features of the shipped dataset's graphs, so that training does not rebuild them all
 (regenerate with ``optc latency train``'s cache: ``GraphEncoder.save_cache``)."""
+PRIOR_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("conv",),
+    ("matmul",),
+    tuple(c for c in OP_CLASSES if c not in ("conv", "matmul")),
+)
+"""Op-class groups of the fitted prior (``prior_columns``): few enough to fit from K = 10
+samples, split where runtimes differ most (int8 convolutions slow, int8 MatMuls fast)."""
 
 
 def _ln(value: float) -> float:
@@ -100,12 +124,14 @@ class GraphEncoder:
         priced once across runs."""
         keys = sorted(self._cache)
         vectors = np.stack([self._cache[k][0] for k in keys]) if keys else np.zeros((0, 0))
-        totals = np.array([[c.latency_s, c.flops, c.bytes, c.launches]
-                           for c in (self._cache[k][1] for k in keys)]).reshape(-1, 4)
+        totals = np.array(
+            [[c.latency_s, c.flops, c.bytes, c.launches] for c in (self._cache[k][1] for k in keys)]
+        ).reshape(-1, 4)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp.npz")
-        np.savez(temporary, version=ENCODER_VERSION, keys=np.array(keys), vectors=vectors,
-                 totals=totals)
+        np.savez(
+            temporary, version=ENCODER_VERSION, keys=np.array(keys), vectors=vectors, totals=totals
+        )
         temporary.replace(path)
 
     def load_cache(self, path: Path) -> int:
@@ -115,8 +141,9 @@ class GraphEncoder:
         with np.load(path) as stored:
             if int(stored["version"]) != ENCODER_VERSION:
                 return 0
-            for key, vector, total in zip(stored["keys"], stored["vectors"], stored["totals"],
-                                          strict=True):
+            for key, vector, total in zip(
+                stored["keys"], stored["vectors"], stored["totals"], strict=True
+            ):
                 cost = Cost(float(total[0]), float(total[1]), float(total[2]), int(total[3]))
                 self._cache.setdefault(str(key), (vector.astype(np.float64), cost))
         return len(self._cache)
@@ -134,25 +161,94 @@ def features(graph: Graph, breakdown: Breakdown) -> np.ndarray:
     flops = max(total.flops, 1.0)
     conv_flops = sum(r.flops for r in rows if r.op_class == "conv")
     glob = [
-        _ln(prior), _ln(flops), _ln(max(total.bytes, 1.0)), _ln(_param_bytes(graph) + 1.0),
-        _ln(_input_elements(graph) + 1.0), math.log1p(len(kernels)), math.log1p(len(rows)),
-        _ln(sum(r.compute_s for r in rows)), _ln(sum(r.memory_s for r in rows)),
+        _ln(prior),
+        _ln(flops),
+        _ln(max(total.bytes, 1.0)),
+        _ln(_param_bytes(graph) + 1.0),
+        _ln(_input_elements(graph) + 1.0),
+        math.log1p(len(kernels)),
+        math.log1p(len(rows)),
+        _ln(sum(r.compute_s for r in rows)),
+        _ln(sum(r.memory_s for r in rows)),
         _ln(sum(r.launch_s for r in rows)),
-        _bound_share(rows, "compute", prior), _bound_share(rows, "memory", prior),
-        _bound_share(rows, "launch", prior), max(kernels.values(), default=0.0) / prior,
+        _bound_share(rows, "compute", prior),
+        _bound_share(rows, "memory", prior),
+        _bound_share(rows, "launch", prior),
+        max(kernels.values(), default=0.0) / prior,
         sum(r.flops for r in rows if r.dtype.startswith(("int", "uint"))) / flops,
         sum(r.flops for r in rows if r.dtype in ("float16", "bfloat16")) / flops,
         sum(r.transcendentals for r in rows) / flops,
         sum(r.flops for r in rows if _depthwise(nodes.get(r.name))) / max(conv_flops, 1.0),
-        _ln(_mean_kernel_area(graph) + 1.0), _ln(flops / max(len(kernels), 1)),
+        _ln(_mean_kernel_area(graph) + 1.0),
+        _ln(flops / max(len(kernels), 1)),
     ]
     per_class = []
     for cls in OP_CLASSES:
         mine = [r for r in rows if r.op_class == cls]
-        per_class += [math.log1p(sum(r.flops for r in mine) / 1e6),
-                      math.log1p(sum(r.bytes for r in mine) / 1e3),
-                      sum(r.latency_s for r in mine) / prior, math.log1p(len(mine))]
+        per_class += [
+            math.log1p(sum(r.flops for r in mine) / 1e6),
+            math.log1p(sum(r.bytes for r in mine) / 1e3),
+            sum(r.latency_s for r in mine) / prior,
+            math.log1p(len(mine)),
+        ]
     return np.asarray(glob + per_class, dtype=np.float64)
+
+
+PRESENT_SHARE = 0.05
+
+
+def prior_columns(vectors: np.ndarray) -> np.ndarray:
+    """Per row of feature vectors, the columns of the fitted prior: the nominal roofline's
+    busy seconds of each ``PRIOR_GROUPS`` group, then the node count. A device's latency
+    is modelled as their non-negative combination (``fit_prior``): seconds
+    per roofline-second per group (an inverse efficiency) and seconds per node (eager
+    runtimes pay a fixed cost per op, which no FLOP count expresses)."""
+    vectors = np.atleast_2d(vectors)
+    index = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    prior = np.exp(vectors[:, PRIOR_INDEX])
+    busy = [
+        prior * vectors[:, [index[f"share_{c}"] for c in group]].sum(axis=1)
+        for group in PRIOR_GROUPS
+    ]
+    # Time the roofline charges to no node's class (transfers, kernels without a row)
+    # joins the last, memory-bound group, so that the groups add up to the roofline.
+    busy[-1] = busy[-1] + np.maximum(prior - np.sum(busy, axis=0), 0.0)
+    return np.stack([*busy, np.expm1(vectors[:, index["ln_nodes"]])], axis=1)
+
+
+def fit_prior(columns: np.ndarray, latency: np.ndarray) -> np.ndarray:
+    """Non-negative weights of ``prior_columns`` that fit ``latency`` in relative error.
+
+    A group that takes under ``PRESENT_SHARE`` of every sample's nominal roofline time
+    cannot be told from noise: it gets the mean weight of the fitted groups (10 samples
+    without a convolution must not make convolutions free, or infinitely slow).
+    """
+    from scipy.optimize import nnls  # deferred: only fitting needs scipy
+
+    busy = columns[:, :-1]
+    present = np.append(
+        np.max(busy / np.maximum(busy.sum(axis=1, keepdims=True), 1e-30), axis=0) >= PRESENT_SHARE,
+        True,
+    )  # the node count is always there
+    scale = np.maximum(columns[:, present].max(axis=0), 1e-30)  # for nnls's numerics
+    solved, _ = nnls(columns[:, present] / scale / latency[:, None], np.ones(len(latency)))
+    weights = np.zeros(columns.shape[1])
+    weights[present] = solved / scale
+    fitted = weights[:-1][present[:-1] & (weights[:-1] > 0)]
+    typical = (
+        float(fitted.mean())
+        if fitted.size
+        else float(np.exp(np.mean(np.log(latency / np.maximum(busy.sum(axis=1), 1e-30)))))
+    )
+    weights[:-1][~present[:-1]] = typical
+    if not np.any(columns @ weights > 0):  # nothing fitted: the roofline times one factor
+        weights[:-1] = typical
+    return weights
+
+
+def prior_log(columns: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ln of the fitted prior's latency (floored: a row with no fitted time gets 1 ns)."""
+    return np.log(np.maximum(columns @ weights, 1e-9))
 
 
 def _bound_share(rows: list[NodeCost], bound: str, prior: float) -> float:

@@ -41,13 +41,30 @@ class LearnedState:
     adapted: tuple[Params, ...] = ()
     spread: float = 0.0  # RMS log-error on the adaptation samples
     steps: int = 0  # inner steps the adaptation took (leave-one-out choice)
+    prior_weights: np.ndarray | None = None  # fitted prior's weights; None: roofline prior
+    shrink: float = 1.0  # share of the network's correction kept (leave-one-out choice)
+    shift: float = 0.0  # log-space offset that goes with that share
 
     def digest(self) -> str:
         sha = hashlib.sha256()
         for tensor in _tensors(self):
             sha.update(tensor.detach().contiguous().numpy().tobytes())
-        sha.update(repr((self.config, self.seed, self.y_mean, self.space, self.devices,
-                         self.device, self.spread, self.steps)).encode())
+        sha.update(
+            repr(
+                (
+                    self.config,
+                    self.seed,
+                    self.y_mean,
+                    self.space,
+                    self.devices,
+                    self.device,
+                    self.spread,
+                    self.steps,
+                    self.shrink,
+                    self.shift,
+                )
+            ).encode()
+        )
         return sha.hexdigest()[:16]
 
 
@@ -59,6 +76,8 @@ def _tensors(state: LearnedState) -> list[torch.Tensor]:
         found += fast
     if state.embedding is not None:
         found.append(torch.as_tensor(state.embedding))
+    if state.prior_weights is not None:
+        found.append(torch.as_tensor(state.prior_weights))
     return found
 
 
@@ -66,15 +85,26 @@ def save_state(state: LearnedState, path: str | Path) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     document: dict[str, Any] = {
-        "format": FORMAT, "encoder": ENCODER_VERSION,
-        "config": dataclasses.asdict(state.config), "seed": state.seed,
-        "x_mean": torch.as_tensor(state.x_mean), "x_std": torch.as_tensor(state.x_std),
-        "y_mean": state.y_mean, "space": dataclasses.asdict(state.space),
+        "format": FORMAT,
+        "encoder": ENCODER_VERSION,
+        "config": dataclasses.asdict(state.config),
+        "seed": state.seed,
+        "x_mean": torch.as_tensor(state.x_mean),
+        "x_std": torch.as_tensor(state.x_std),
+        "y_mean": state.y_mean,
+        "space": dataclasses.asdict(state.space),
         "members": [[list(p), list(a)] for p, a in state.members],
-        "devices": list(state.devices), "device": state.device,
+        "devices": list(state.devices),
+        "device": state.device,
         "embedding": None if state.embedding is None else torch.as_tensor(state.embedding),
-        "adapted": [list(fast) for fast in state.adapted], "spread": state.spread,
+        "adapted": [list(fast) for fast in state.adapted],
+        "spread": state.spread,
         "steps": state.steps,
+        "shrink": state.shrink,
+        "shift": state.shift,
+        "prior_weights": None
+        if state.prior_weights is None
+        else torch.as_tensor(state.prior_weights),
     }
     temporary = target.with_name(target.name + ".tmp")
     torch.save(document, temporary)
@@ -93,16 +123,32 @@ def load_state(path: str | Path) -> LearnedState:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise UserInputError(f"{source} is not a learned latency model file of format {FORMAT}")
     if doc.get("encoder") != ENCODER_VERSION:
-        raise UserInputError(f"{source} was fit with graph features v{doc.get('encoder')}, "
-                             f"this optc computes v{ENCODER_VERSION}: train it again")
+        raise UserInputError(
+            f"{source} was fit with graph features v{doc.get('encoder')}, "
+            f"this optc computes v{ENCODER_VERSION}: train it again"
+        )
     space = doc["space"]
     return LearnedState(
-        config=MetaConfig(**doc["config"]), seed=int(doc["seed"]),
-        x_mean=doc["x_mean"].numpy(), x_std=doc["x_std"].numpy(), y_mean=float(doc["y_mean"]),
-        space=EmbeddingSpace(tuple(space["reference_keys"]), float(space["scale_mean"]),
-                             float(space["scale_std"]), tuple(space["fallback"])),
+        # Files from before the fitted prior name no prior: theirs is the roofline.
+        config=MetaConfig(**{"prior": "roofline", **doc["config"]}),
+        seed=int(doc["seed"]),
+        x_mean=doc["x_mean"].numpy(),
+        x_std=doc["x_std"].numpy(),
+        y_mean=float(doc["y_mean"]),
+        space=EmbeddingSpace(
+            tuple(space["reference_keys"]),
+            float(space["scale_mean"]),
+            float(space["scale_std"]),
+            tuple(space["fallback"]),
+        ),
         members=tuple((list(p), list(a)) for p, a in doc["members"]),
-        devices=tuple(doc["devices"]), device=str(doc["device"]),
+        devices=tuple(doc["devices"]),
+        device=str(doc["device"]),
         embedding=None if doc["embedding"] is None else doc["embedding"].numpy(),
-        adapted=tuple(list(f) for f in doc["adapted"]), spread=float(doc["spread"]),
-        steps=int(doc.get("steps", 0)))
+        adapted=tuple(list(f) for f in doc["adapted"]),
+        spread=float(doc["spread"]),
+        steps=int(doc.get("steps", 0)),
+        shrink=float(doc.get("shrink", 1.0)),
+        shift=float(doc.get("shift", 0.0)),
+        prior_weights=None if doc.get("prior_weights") is None else doc["prior_weights"].numpy(),
+    )

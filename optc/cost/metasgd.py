@@ -19,10 +19,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+
+from optc.cost.learned_features import fit_prior, prior_log
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,11 @@ class MetaConfig:
     recenter: bool = True
     bound: float = 1.2
     weight_decay: float = 1e-4
+    prior: str = "fitted"
+    """What the network corrects: ``fitted`` — the roofline's busy time per op-class group
+    and a per-node cost, weighted per device by non-negative least squares on its support
+    samples (``learned_features.fit_prior``); ``roofline`` — the nominal roofline alone
+    (model files written before the fitted prior existed)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +60,7 @@ class Task:
     embedding: torch.Tensor  # (e,)
     y: torch.Tensor  # (n,) log-latency residuals, centred
     references: tuple[int, ...] = ()  # rows that are the reference models
+    columns: np.ndarray | None = None  # fitted prior's columns: y is then ln(latency)
 
 
 @contextlib.contextmanager
@@ -73,17 +81,23 @@ def init_params(features: int, embedding: int, hidden: int, seed: int) -> Params
     gen = torch.Generator().manual_seed(seed)
 
     def layer(out: int, inp: int) -> list[torch.Tensor]:
-        bound = 1.0 / inp ** 0.5
+        bound = 1.0 / inp**0.5
         weight = (torch.rand(out, inp, generator=gen) * 2 - 1) * bound
         return [weight, torch.zeros(out)]
 
-    params = (layer(hidden, features) + layer(hidden, embedding) + layer(hidden, 2 * hidden)
-              + layer(1, hidden) + [torch.zeros(1, features)])
+    params = (
+        layer(hidden, features)
+        + layer(hidden, embedding)
+        + layer(hidden, 2 * hidden)
+        + layer(1, hidden)
+        + [torch.zeros(1, features)]
+    )
     return [p.requires_grad_() for p in params]
 
 
-def forward(params: Params, x: torch.Tensor, embedding: torch.Tensor,
-            bound: float = 1.2) -> torch.Tensor:
+def forward(
+    params: Params, x: torch.Tensor, embedding: torch.Tensor, bound: float = 1.2
+) -> torch.Tensor:
     """Predicted centred log-latency residual for each row of ``x`` on one device.
 
     The graph-dependent part is squashed into ``(-bound, bound)`` (e^1.2 ~ 3.3x either
@@ -99,9 +113,17 @@ def forward(params: Params, x: torch.Tensor, embedding: torch.Tensor,
     return bound * torch.tanh(shape / bound) + b2
 
 
-def adapt(params: Params, alphas: Params, x: torch.Tensor, embedding: torch.Tensor,
-          y: torch.Tensor, steps: int, recenter: bool, create_graph: bool = False,
-          bound: float = 1.2) -> Params:
+def adapt(
+    params: Params,
+    alphas: Params,
+    x: torch.Tensor,
+    embedding: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    recenter: bool,
+    create_graph: bool = False,
+    bound: float = 1.2,
+) -> Params:
     """Meta-SGD inner loop on a support set: fast weights for one device.
 
     With ``recenter`` the output bias is moved to the support's mean residual before
@@ -121,32 +143,63 @@ def adapt(params: Params, alphas: Params, x: torch.Tensor, embedding: torch.Tens
     return fast
 
 
-def select_steps(members: list[tuple[Params, Params]], x: torch.Tensor,
-                 embedding: torch.Tensor, y: torch.Tensor, config: MetaConfig,
-                 candidates: tuple[int, ...] = (0, 2, 6, 20)) -> int:
-    """How many inner steps to take on this device, by leave-one-out on its samples.
+def select_steps(
+    members: list[tuple[Params, Params]],
+    x: torch.Tensor,
+    embedding: torch.Tensor,
+    targets: Callable[[np.ndarray], torch.Tensor],
+    config: MetaConfig,
+    candidates: tuple[int, ...] = (0, 2, 6, 20),
+    shrinks: tuple[float, ...] = (1.0, 0.5, 0.0),
+) -> tuple[int, float]:
+    """How many inner steps to take on this device, and how much of the adapted network's
+    graph-dependent correction to keep, by leave-one-out on its samples.
 
     Meta-SGD's rates are learned for devices like the training ones; for a device unlike
     all of them two steps may be too few, and for one whose K samples are unusual (the
-    extreme reference models) any step may hurt. Each candidate adapts the ensemble on
-    K-1 samples and predicts the one left out; the lowest mean squared error wins (ties:
-    fewer steps). With fewer than 3 samples the meta-trained count is used.
+    extreme reference models) any step may hurt; on a device unlike every training one
+    (eager torch) the correction itself may hurt, and shrinking it to 0 leaves the fitted
+    prior and the device's offset. Each candidate adapts the ensemble on K-1 samples
+    (``targets(kept)``: every sample's target with the prior fitted on the kept ones) and
+    predicts the one left out; the lowest mean squared error wins (ties: fewer steps,
+    more correction). With fewer than 3 samples: the meta-trained count, all of it.
     """
     n = x.shape[0]
     if n < 3:
-        return config.inner_steps
-    errors = []
-    for steps in candidates:
-        squared = []
-        for left in range(n):
-            keep = torch.tensor([i for i in range(n) if i != left])
-            guesses = [forward(adapt(p, a, x[keep], embedding, y[keep], steps, config.recenter,
-                                     bound=config.bound), x[left:left + 1], embedding,
-                               config.bound).detach() for p, a in members]
-            squared.append(float((torch.stack(guesses).mean() - y[left]) ** 2))
-        errors.append(sum(squared) / n)
-    log.debug("leave-one-out errors by inner steps %s: %s", candidates, errors)
-    return candidates[errors.index(min(errors))]
+        return config.inner_steps, 1.0
+    squared = np.zeros((len(candidates), len(shrinks)))
+    for left in range(n):
+        kept = np.array([i for i in range(n) if i != left])
+        y = targets(kept)
+        for row, steps in enumerate(candidates):
+            outputs = torch.stack(
+                [
+                    forward(
+                        adapt(
+                            p,
+                            a,
+                            x[kept],
+                            embedding,
+                            y[kept],
+                            steps,
+                            config.recenter,
+                            bound=config.bound,
+                        ),
+                        x,
+                        embedding,
+                        config.bound,
+                    ).detach()
+                    for p, a in members
+                ]
+            ).mean(dim=0)
+            for column, shrink in enumerate(shrinks):
+                shift = torch.mean(y[kept] - shrink * outputs[kept])
+                squared[row, column] += float((shrink * outputs[left] + shift - y[left]) ** 2)
+    log.debug(
+        "leave-one-out errors by inner steps %s x shrink %s: %s", candidates, shrinks, squared / n
+    )
+    row, column = np.unravel_index(int(np.argmin(squared)), squared.shape)
+    return candidates[row], shrinks[column]
 
 
 def meta_train(tasks: list[Task], config: MetaConfig, seed: int) -> tuple[Params, Params]:
@@ -155,8 +208,10 @@ def meta_train(tasks: list[Task], config: MetaConfig, seed: int) -> tuple[Params
     dims = (tasks[0].x.shape[1], tasks[0].embedding.shape[0])
     params = init_params(*dims, config.hidden, seed)
     alphas = [torch.full_like(p, config.alpha_init).requires_grad_() for p in params]
-    optimizer = torch.optim.Adam([{"params": params, "weight_decay": config.weight_decay},
-                                  {"params": alphas}], lr=config.meta_lr)
+    optimizer = torch.optim.Adam(
+        [{"params": params, "weight_decay": config.weight_decay}, {"params": alphas}],
+        lr=config.meta_lr,
+    )
     for iteration in range(config.iterations):
         optimizer.zero_grad()
         losses = [_episode(t, params, alphas, config, rng) for t in tasks]
@@ -168,8 +223,9 @@ def meta_train(tasks: list[Task], config: MetaConfig, seed: int) -> tuple[Params
     return [p.detach() for p in params], [a.detach() for a in alphas]
 
 
-def _episode(task: Task, params: Params, alphas: Params, config: MetaConfig,
-             rng: np.random.Generator) -> torch.Tensor:
+def _episode(
+    task: Task, params: Params, alphas: Params, config: MetaConfig, rng: np.random.Generator
+) -> torch.Tensor:
     """Adapt on K support rows, score on query rows (the reference rows half the time,
     as in HELP's protocol, random rows otherwise)."""
     n = task.x.shape[0]
@@ -179,14 +235,40 @@ def _episode(task: Task, params: Params, alphas: Params, config: MetaConfig,
         support = rng.choice(n, size=min(config.support, n - 1), replace=False)
     rest = np.setdiff1d(np.arange(n), support)
     query = rng.choice(rest, size=min(config.query, rest.size), replace=False)
-    fast = adapt(params, alphas, task.x[support], task.embedding, task.y[support],
-                 config.inner_steps, config.recenter, create_graph=True, bound=config.bound)
+    y = task.y if task.columns is None else task.y - fitted_base(task.columns, task.y, support)
+    fast = adapt(
+        params,
+        alphas,
+        task.x[support],
+        task.embedding,
+        y[support],
+        config.inner_steps,
+        config.recenter,
+        create_graph=True,
+        bound=config.bound,
+    )
     predicted = forward(fast, task.x[query], task.embedding, config.bound)
-    return torch.mean((predicted - task.y[query]) ** 2)
+    return torch.mean((predicted - y[query]) ** 2)
 
 
-def fit_scratch(x: torch.Tensor, y: torch.Tensor, embedding_size: int, config: MetaConfig,
-                seed: int, steps: int = 300) -> Params:
+def fitted_base(
+    columns: np.ndarray, log_latency: torch.Tensor, support: np.ndarray
+) -> torch.Tensor:
+    """ln of the prior fitted on the ``support`` rows, for every row: done per episode in
+    meta-training, as adaptation will from the K samples it gets (not from all rows)."""
+    latency = np.exp(log_latency.detach().numpy()[support].astype(np.float64))
+    weights = fit_prior(columns[support], latency)
+    return torch.as_tensor(prior_log(columns, weights), dtype=log_latency.dtype)
+
+
+def fit_scratch(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    embedding_size: int,
+    config: MetaConfig,
+    seed: int,
+    steps: int = 300,
+) -> Params:
     """The same network trained from scratch on the support rows only (baseline (c))."""
     params = init_params(x.shape[1], embedding_size, config.hidden, seed)
     optimizer = torch.optim.Adam(params, lr=1e-2, weight_decay=1e-3)
