@@ -14,7 +14,7 @@ import onnx
 import pytest
 import tvm
 from test_schedules import (
-    TARGET,
+    RUN_TARGET,
     assert_close,
     onnxruntime_outputs,
     random_inputs,
@@ -38,7 +38,7 @@ def run_optc(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray
     graph = optc_from_onnx(model)
     graph = Pipeline.parse("fold-constants,eliminate-dead-code").run(graph).graph
     mod = import_graph(graph, input_specs(graph, None))
-    executable = tvm.compile(mod, TARGET, relax_pipeline=cpu_pipeline(TARGET))
+    executable = tvm.compile(mod, RUN_TARGET, relax_pipeline=cpu_pipeline(RUN_TARGET))
     vm = relax.VirtualMachine(executable, tvm.cpu())
     out = vm["main"](*[tvm.runtime.tensor(feeds[v.name]) for v in graph.inputs])
     return (out if hasattr(out, "numpy") else out[0]).numpy()

@@ -102,6 +102,13 @@ def _group_divisors(expr: tirx.PrimExpr, var: tirx.Var) -> list[int] | None:
     return [] if not _uses(expr, var) else None
 
 
+def _is_mod_of(expr: tirx.PrimExpr, var: tirx.Var) -> bool:
+    """``var % P`` with a constant ``P``."""
+    return (
+        isinstance(expr, tirx.FloorMod) and expr.a.same_as(var) and isinstance(expr.b, tirx.IntImm)
+    )
+
+
 @dataclass(frozen=True)
 class VectorAccess:
     """How the reads of a block depend on a candidate vector axis."""
@@ -121,6 +128,12 @@ def vector_access(block: s_tir.SBlock, var: tirx.Var) -> VectorAccess | None:
                 continue
             if pos == len(indices) - 1 and _var_position(idx, var) == 1:
                 users.append(region.source)
+                continue
+            if pos == len(indices) - 1 and _is_mod_of(idx, var):
+                # A packed weight's panel axis ``f % P``: contiguous inside aligned blocks
+                # of P (its panel index ``f // P`` is grouped-constant, below).
+                users.append(region.source)
+                groups.append(int(idx.b.value))
                 continue
             divisors = _group_divisors(idx, var)
             if divisors is None:

@@ -36,6 +36,9 @@ _MAX_ACC_FRACTION = 0.75
 _MIN_ROWS = 4
 # Row tiles are unrolled; beyond this the code size grows without gain.
 _MAX_ROWS = 16
+# A tile narrower than a cache line reads half of every weight line it touches (8-lane
+# floats: 32 of 64 bytes); the other half waits for the next tile, often evicted by then.
+_LINE_BYTES = 64
 
 
 # Below this many multiply-adds (~0.1 ms on one core) a parallel launch risks more than
@@ -83,8 +86,10 @@ def choose_tile(
             exact = rows % r == 0
             waste = (-rows) % r
             area = r * vectors
-            # Prefer: enough rows to hide FMA latency, exact split, big area, few vectors.
-            score = (min(r, _MIN_ROWS, rows), exact, -waste * vectors, area, -vectors)
+            line = min(vectors * lanes * dtype_bits // 8, _LINE_BYTES)
+            # Prefer: enough rows to hide FMA latency, whole cache lines of weights, exact
+            # split, big area, few vectors.
+            score = (min(r, _MIN_ROWS, rows), line, exact, -waste * vectors, area, -vectors)
             if best is None or score > best[0]:
                 best = (score, Tile(rows=r, vectors=vectors, lanes=lanes))
     return best[1] if best else None

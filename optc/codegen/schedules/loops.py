@@ -3,12 +3,16 @@ outer ones, and the injective (elementwise / layout / pad) schedule built from t
 
 from __future__ import annotations
 
-from tvm import s_tir, tirx
+from tvm import ir, s_tir, tirx
 from tvm.s_tir.schedule import LoopRV, SBlockRV
 
 # Below this many output elements a parallel launch (about a microsecond per call on
 # the TVM thread pool) costs more than the loop itself.
 PARALLEL_MIN_ELEMS = 1 << 14
+# Parallel chunks enough to balance two to a few cores under TVM's static split.
+PARALLEL_MIN_CHUNKS = 64
+# Narrower vectors than this do not pay for splitting an axis by its index period.
+_MIN_NARROW_LANES = 4
 
 
 def extent(sch: s_tir.Schedule, loop: LoopRV) -> int | None:
@@ -63,6 +67,21 @@ def parallel_outer(sch: s_tir.Schedule, loops: list[LoopRV], elems: int, cores: 
     return 1
 
 
+def parallel_prefix(sch: s_tir.Schedule, loops: list[LoopRV], elems: int, cores: int) -> None:
+    """Like ``parallel_outer``, but fuse only the leading loops that give enough parallel
+    chunks: the loops below stay plain counters (fusing them all makes every element pay
+    a div/mod of the fused index, which cost more than the copy in a 3-channel pad)."""
+    if not loops or cores < 2 or elems < PARALLEL_MIN_ELEMS:
+        return
+    chunks, prefix = 1, []
+    for loop in loops:
+        prefix.append(loop)
+        chunks *= extent(sch, loop) or PARALLEL_MIN_CHUNKS
+        if chunks >= PARALLEL_MIN_CHUNKS:
+            break
+    parallel_outer(sch, prefix, elems, cores)
+
+
 def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, lanes: int, cores: int) -> None:
     """Vectorize the innermost axis and parallelize the rest of a spatial block at root."""
     loops = sch.get_loops(block)
@@ -72,6 +91,20 @@ def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, lanes: int, cores: 
     for loop in loops:
         elems *= extent(sch, loop) or PARALLEL_MIN_ELEMS
     inner = loops[-1]
+    period = _index_period(sch, block)
+    narrow = lanes
+    while period is not None and narrow > 1 and period % narrow:
+        narrow //= 2
+    if period is not None and narrow >= _MIN_NARROW_LANES:
+        # Reads at ``c // K`` / ``c % K`` (a slice of padded groups, a channel shuffle):
+        # split the axis by K so that those indices become plain loop variables, then
+        # vectorize the part of K that whole vectors divide. Unsplit, a vector straddles
+        # two groups and every lane computes its own div/mod and loads alone.
+        _, inner = sch.split(inner, [None, period])
+        _, vec = sch.split(inner, [None, narrow])
+        sch.vectorize(vec)
+        parallel_prefix(sch, sch.get_loops(block)[: len(loops) - 1], elems, cores)
+        return
     # Fuse a short innermost axis with its parent so that the vector is filled, when the
     # pair is contiguous in the written buffer (the common NHWC case with few channels).
     ext = extent(sch, inner)
@@ -82,7 +115,7 @@ def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, lanes: int, cores: 
             loops = [*loops[:-2], inner]
     rest = vector_split(sch, inner, lanes)
     outer = [*loops[:-1], rest] if rest is not None else loops[:-1]
-    parallel_outer(sch, [lp for lp in outer if lp is not None], elems, cores)
+    parallel_prefix(sch, [lp for lp in outer if lp is not None], elems, cores)
 
 
 def _contiguous_pair(sch: s_tir.Schedule, block: SBlockRV) -> bool:
@@ -97,3 +130,37 @@ def _contiguous_pair(sch: s_tir.Schedule, block: SBlockRV) -> bool:
         if len(idx) < 2 or not (idx[-2].same_as(last2[0]) and idx[-1].same_as(last2[1])):
             return False
     return True
+
+
+def _index_period(sch: s_tir.Schedule, block: SBlockRV) -> int | None:
+    """The smallest constant ``K`` of a ``c // K`` or ``c % K`` in the reads of ``block``,
+    ``c`` being its innermost iterator, where ``K`` divides the extent of ``c``; else None."""
+    stmt = sch.get(block)
+    if not stmt.iter_vars:
+        return None
+    last = stmt.iter_vars[-1]
+    ext = last.dom.extent
+    if not isinstance(ext, tirx.IntImm):
+        return None
+    found: list[int] = []
+
+    def visit(node: ir.expr.Expr) -> None:
+        if (
+            isinstance(node, (tirx.FloorDiv, tirx.FloorMod))
+            and node.a.same_as(last.var)
+            and isinstance(node.b, tirx.IntImm)
+        ):
+            found.append(int(node.b.value))
+        for child in (
+            getattr(node, "a", None),
+            getattr(node, "b", None),
+            getattr(node, "value", None),
+        ):
+            if isinstance(child, ir.expr.Expr):
+                visit(child)
+
+    for region in stmt.reads:
+        for rng in region.region:
+            visit(rng.min)
+    periods = [k for k in found if 1 < k < int(ext) and int(ext) % k == 0]
+    return min(periods) if periods else None

@@ -5,19 +5,23 @@ TVM 0.27's ``ConvertLayout`` gives up on two shapes that the ONNX importer emits
 becomes; it also cannot see through the ``call_tir`` functions the importer emits for
 ``Clip`` and ``Pad`` (see ``lift.py``). All are rewritten here into plain Relax operators
 before the layout is converted; an explicit zero ``pad`` before a conv2d becomes the
-conv's own padding.
+conv's own padding, and per-channel constants of lower rank (``[C, 1, 1]``) are given the
+full rank that ``ConvertLayout`` needs to move them channels-last.
 """
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import tvm
 import tvm_ffi
 from tvm import relax
 from tvm.ir import Op
+from tvm.ir.expr import GenericConst
 
 from .constfold import fold_passes
+from .conv_pack import pack_conv_weights_pass
 from .fastmath import fast_math_passes
 from .groups import pad_groups_pass
 from .lift import lift_call_tir
@@ -28,6 +32,13 @@ logger = logging.getLogger(__name__)
 # Channels-last for 2-D convolutions: the output channel becomes the innermost, contiguous
 # axis, which is what the contraction schedule vectorizes. Weights become HWIO constants.
 CHANNELS_LAST = {"relax.nn.conv2d": ["NHWC", "HWIO"]}
+
+_BROADCAST_BINARY = {
+    "relax.add": relax.op.add,
+    "relax.subtract": relax.op.subtract,
+    "relax.multiply": relax.op.multiply,
+    "relax.divide": relax.op.divide,
+}
 
 
 def _same_shape(a: relax.Expr, shape: relax.Expr) -> bool:
@@ -63,6 +74,28 @@ class _Simplify(relax.PyExprMutator):
             return call.args[0]
         if name == "relax.sum":
             return self._stack_sum(call)
+        if name in _BROADCAST_BINARY:
+            return self._full_rank_constant(call)
+        return call
+
+    def _full_rank_constant(self, call: relax.Call) -> relax.Expr:
+        """``x * c`` with a constant ``c`` of lower rank than ``x`` (a folded
+        BatchNormalization's ``[C, 1, 1]`` scale) -> ``c`` reshaped to ``x``'s rank, as
+        broadcasting reads it. ``ConvertLayout`` converts only full-rank operands; a
+        ``[C, 1, 1]`` one left every BN of Inception v2 in NCHW between two transposes."""
+        args = list(call.args)
+        for k in (0, 1):
+            const, other = self._resolve(args[k]), args[1 - k]
+            ty = other.ty
+            if not (isinstance(const, GenericConst) and isinstance(ty, relax.TensorType)):
+                continue
+            value = const.value.numpy()
+            # Only 4-D operands: what ConvertLayout turns channels-last.
+            if ty.ndim != 4 or not 0 < value.ndim < ty.ndim:
+                continue
+            full = value.reshape((1,) * (ty.ndim - value.ndim) + value.shape)
+            args[k] = relax.const(np.ascontiguousarray(full), str(value.dtype))
+            return _BROADCAST_BINARY[call.op.name](*args)
         return call
 
     def _absorb_pad(self, conv: relax.Call) -> relax.Expr:
@@ -135,7 +168,7 @@ def simplify_for_layout(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> t
 def layout_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """Passes run before legalization: simplify, convert to channels-last, fold weights,
     pack int8 weights for VNNI (where ``target`` has it), pad conv groups to whole vectors
-    of ``target``."""
+    of ``target``, pack float conv / matmul weights into panels (``conv_pack.py``)."""
     return [
         relax.transform.DecomposeOpsForInference(),
         *fold_passes(),
@@ -145,6 +178,7 @@ def layout_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
         *fold_passes(),
         pack_vnni_pass(target),
         pad_groups_pass(target),
+        pack_conv_weights_pass(target),
         relax.transform.CanonicalizeBindings(),
         relax.transform.DeadCodeElimination(),
     ]

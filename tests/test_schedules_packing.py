@@ -1,0 +1,200 @@
+"""Packed conv2d weight panels, channel shuffles and BN-style constants in the CPU schedules.
+
+Each test compiles a small ONNX model through ``cpu_pipeline`` and compares it with
+onnxruntime, and checks the structure the rewrite is for (packed 5-D weights, a shuffle
+kernel without per-lane div/mod, no layout transposes around per-channel constants).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import tvm
+from onnx import TensorProto, helper, numpy_helper
+from test_schedules import (
+    RUN_TARGET,
+    assert_close,
+    compile_and_run,
+    onnxruntime_outputs,
+    random_inputs,
+)
+from tvm.relax.frontend.onnx import from_onnx
+
+from optc.codegen.schedules import apply_cpu_schedules
+from optc.codegen.schedules.conv_pack import pack_weight, panel_width
+from optc.codegen.schedules.tune import legalized
+
+
+def _weight(rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+    value = rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))
+    return numpy_helper.from_array(value.astype(np.float32), name)
+
+
+def _model(
+    nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], x: list[int], y: list[int]
+) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes,
+        "block",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y)],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _scheduled(model: onnx.ModelProto) -> tvm.IRModule:
+    mod = legalized(from_onnx(model, keep_params_in_input=False), RUN_TARGET)
+    with RUN_TARGET:
+        return apply_cpu_schedules(mod, RUN_TARGET)
+
+
+def _prim_funcs(mod: tvm.IRModule) -> dict[str, tvm.tirx.PrimFunc]:
+    return {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def test_pack_weight_puts_each_panel_contiguous() -> None:
+    w = np.arange(3 * 3 * 5 * 32, dtype=np.float32).reshape(3, 3, 5, 32)
+    packed = pack_weight(w, 16)
+    assert packed.shape == (2, 3, 3, 5, 16)
+    for f in (0, 7, 16, 31):
+        np.testing.assert_array_equal(packed[f // 16, ..., f % 16], w[..., f])
+    assert panel_width(64, 8) == 16
+    assert panel_width(24, 8) == 8  # one vector where two do not divide
+    assert panel_width(1000, 8) == 8
+    assert panel_width(1000, 16) is None  # not a whole number of 16-lane vectors
+    assert panel_width(12, 8) is None
+
+
+def _conv_stack() -> onnx.ModelProto:
+    """Convolutions of every geometry the packing takes: 7x7 stride 2 with 3 input
+    channels, 3x3 padded, dilated, 1x1 with output channels that are not a multiple of
+    16 (24, 40), a grouped 3x3, bias + ReLU epilogues, and a MatMul on a constant."""
+    rng = np.random.default_rng(0)
+    inits = [
+        _weight(rng, "w0", (32, 3, 7, 7)),
+        _weight(rng, "w1", (48, 32, 3, 3)),
+        _weight(rng, "w2", (24, 48, 3, 3)),
+        _weight(rng, "w3", (40, 24, 1, 1)),
+        _weight(rng, "wg", (64, 20, 3, 3)),  # 2 groups of 20 -> 32 channels
+        _weight(rng, "wm", (64 * 23 * 23, 32)),  # 1.1 M weights: packed
+        numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b0"),
+        numpy_helper.from_array(rng.standard_normal(40).astype(np.float32), "b3"),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w0", "b0"], ["c0"], strides=[2, 2], pads=[3, 3, 3, 3]),
+        n("Relu", ["c0"], ["r0"]),
+        n("Conv", ["r0", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        n("Relu", ["c1"], ["r1"]),
+        n("Conv", ["r1", "w2"], ["c2"], pads=[2, 2, 2, 2], dilations=[2, 2]),
+        n("Conv", ["c2", "w3", "b3"], ["c3"]),
+        n("Conv", ["c3", "wg"], ["c4"], group=2, pads=[1, 1, 1, 1]),
+        n("Flatten", ["c4"], ["flat"]),
+        n("MatMul", ["flat", "wm"], ["y"]),
+    ]
+    return _model(nodes, inits, [1, 3, 45, 45], [1, 32])
+
+
+def test_packed_convolutions_match_onnxruntime() -> None:
+    model = _conv_stack()
+    feeds = random_inputs(model)
+    (expected,) = onnxruntime_outputs(model, feeds)
+    (actual,) = compile_and_run(model, feeds)
+    assert_close(actual, expected)
+
+
+def test_convolution_weights_are_packed_in_panels() -> None:
+    funcs = _prim_funcs(_scheduled(_conv_stack()))
+    packed = {n: f for n, f in funcs.items() if "conv2d_packed" in n}
+    dense = [f for n, f in funcs.items() if "matmul_packed" in n]
+    assert len(dense) == 1 and [int(d) for d in dense[0].params[1].shape][1] == 64 * 23 * 23
+    # The 1x1 conv (0.5 M multiply-adds) is small enough to stay unpacked.
+    assert len(packed) == 4, sorted(funcs)
+    assert any(n.startswith("fused_conv2d_add") for n in funcs), sorted(funcs)
+    for name, func in packed.items():
+        weight = func.params[1]
+        shape = [int(d) for d in weight.shape]
+        assert len(shape) == 5 and shape[-1] % 8 == 0, (name, shape)  # [F/P, KH, KW, C, P]
+        text = func.script()
+        assert func.attrs["tirx.is_scheduled"] and "T.vectorized(" in text, name
+        assert 'scope="local"' in text, name  # register-blocked like any contraction
+
+
+def _shuffle_model() -> onnx.ModelProto:
+    """ShuffleNet's unit: a grouped 1x1 conv with groups of 68 channels (padded to whole
+    vectors, then sliced), ReLU, a channel shuffle (Reshape/Transpose/Reshape) and the
+    depthwise conv that reads it channels-last."""
+    rng = np.random.default_rng(1)
+    groups, per_group = 4, 68
+    channels = groups * per_group
+    inits = [
+        _weight(rng, "w", (channels, per_group, 1, 1)),
+        _weight(rng, "w_dw", (channels, 1, 3, 3)),
+        numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32), "b"),
+        numpy_helper.from_array(np.array([1, groups, per_group, 14, 14], np.int64), "s5"),
+        numpy_helper.from_array(np.array([1, channels, 14, 14], np.int64), "s4"),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w", "b"], ["c"], group=groups),
+        n("Relu", ["c"], ["r"]),
+        n("Reshape", ["r", "s5"], ["r5"]),
+        n("Transpose", ["r5"], ["t5"], perm=[0, 2, 1, 3, 4]),
+        n("Reshape", ["t5", "s4"], ["shuffled"]),
+        n("Conv", ["shuffled", "w_dw"], ["y"], group=channels, pads=[1, 1, 1, 1]),
+    ]
+    return _model(nodes, inits, [1, channels, 14, 14], [1, channels, 14, 14])
+
+
+def test_channel_shuffle_matches_onnxruntime() -> None:
+    model = _shuffle_model()
+    feeds = random_inputs(model)
+    (expected,) = onnxruntime_outputs(model, feeds)
+    (actual,) = compile_and_run(model, feeds)
+    assert_close(actual, expected)
+
+
+def test_group_slice_is_split_by_group_not_gathered() -> None:
+    """The kernel that slices the padded groups reads at ``c // 68`` and ``c % 68``:
+    split by 68, its 4-lane vectors index the padded output directly (68 is no multiple
+    of 8 or 16: unsplit, every lane computed its own div/mod and gathered)."""
+    funcs = _prim_funcs(_scheduled(_shuffle_model()))
+    sliced = [f for n, f in funcs.items() if "strided_slice" in n and "transpose" in n]
+    assert sliced, sorted(funcs)
+    for func in sliced:
+        text = func.script()
+        assert "T.vectorized(T.int64(4))" in text, text
+
+
+def _bn_after_conv_model() -> onnx.ModelProto:
+    """Conv + bias, then a per-channel scale and shift given as ``[C, 1, 1]`` constants
+    (a BatchNormalization folded into Mul/Add, as in Inception v2)."""
+    rng = np.random.default_rng(2)
+    inits = [
+        _weight(rng, "w", (32, 16, 3, 3)),
+        numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, (32, 1, 1)).astype(np.float32), "s"),
+        numpy_helper.from_array(rng.standard_normal((32, 1, 1)).astype(np.float32), "t"),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        n("Mul", ["c", "s"], ["m"]),
+        n("Add", ["m", "t"], ["a"]),
+        n("Relu", ["a"], ["y"]),
+    ]
+    return _model(nodes, inits, [1, 16, 20, 20], [1, 32, 20, 20])
+
+
+def test_channel_constants_keep_channels_last() -> None:
+    model = _bn_after_conv_model()
+    funcs = _prim_funcs(_scheduled(model))
+    # Only the input and output layout changes remain; the scale and shift are fused
+    # into the convolution's epilogue.
+    assert len([n for n in funcs if "transpose" in n]) <= 2, sorted(funcs)
+    assert any("conv2d" in n and "multiply" in n for n in funcs), sorted(funcs)
+    feeds = random_inputs(model)
+    (expected,) = onnxruntime_outputs(model, feeds)
+    (actual,) = compile_and_run(model, feeds)
+    assert_close(actual, expected)
