@@ -31,9 +31,11 @@ class MixedPrecision(Pass):
        with the layers it feeds and is fed by (the latter net of those layers' own
        loss), averaged: ``S_i = Omega_i/2 + (dL(i) + dL(i+N) - dL(N)) / 2``;
     3. bisection over the order by ``S_i``, widest bit-width first (fp16, int8, int4),
-       for the longest prefix whose drop stays within ``max-drop``; the lowest-latency
-       measured assignment within the drop wins. Latency: ``ctx.analyses["latency"]``,
-       else the roofline model on ``ctx.target``, else a bytes + bit-weighted MACs proxy.
+       for the longest prefix whose drop stays within ``max-drop``; a width that is not
+       faster than the one above it (fp16 on a CPU without float16 arithmetic, 4-bit
+       codes stored as int8) is skipped; the lowest-latency measured assignment within
+       the drop wins. Latency: ``ctx.analyses["latency"]``, else the roofline model on
+       ``ctx.target``, else a proxy priced for this host's CPU (``optc.quant.latency``).
 
     Loss: cross-entropy with calibration ``labels``, else KL(fp32 || quantized) on
     logits, else MSE. Drop: top-1 accuracy with labels, else top-1 agreement with the

@@ -34,14 +34,17 @@ tvm = pytest.importorskip("tvm")
 from optc.codegen.build import BuiltModule, build  # noqa: E402  (needs TVM)
 from optc.codegen.host_cpu import host_target  # noqa: E402
 from optc.codegen.relax_pipeline import default_schedule  # noqa: E402
-from optc.codegen.schedules.hw import has_vnni  # noqa: E402
+from optc.codegen.schedules.vnni import AVX2, VNNI  # noqa: E402
+from optc.codegen.schedules.vnni_pack import dot_kernel  # noqa: E402
 
-HOST_VNNI = has_vnni(tvm.target.Target(host_target()))
+HOST_KERNEL = dot_kernel(tvm.target.Target(host_target()))  # VNNI, AVX2 or None
+PACKED_INSTRUCTION = {VNNI: "vpdpbusd", AVX2: "pmadd.wd"}
 
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
 FOLD = "fold-constants,fold-batchnorm,eliminate-dead-code"
 W8A8, W4A8, W4A16 = LayerPrecision(8, 8), LayerPrecision(4, 8), LayerPrecision(4, 16)
-INT_OPERANDS = ("int8", "uint8")
+# int16: a zero-point-shifted activation (padded convs) or an AVX2-packed int8 weight
+INT_OPERANDS = ("int8", "uint8", "int16")
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -91,7 +94,8 @@ def _is_vnni(value: Any) -> bool:
 
 def contractions(mod: Any) -> dict[str, tuple[str, tuple[str, ...], bool]]:
     """Function -> (accumulator dtype, operand dtypes, vectorized) of its multiply-
-    accumulate: ``acc = acc + a * b``, or ``acc = vpdpbusd(acc, a, b)`` (AVX-512 VNNI)."""
+    accumulate: ``acc = acc + a * b``, ``acc = vpdpbusd(acc, a, b)`` (AVX-512 VNNI) or
+    ``acc = acc + vpmaddwd(a, b)`` (AVX2)."""
     found = {}
     for gvar, func in mod.functions_items():
         if not isinstance(func, tvm.tirx.PrimFunc):
@@ -113,18 +117,21 @@ def contractions(mod: Any) -> dict[str, tuple[str, tuple[str, ...], bool]]:
             if not (isinstance(acc, tvm.ir.TensorLoad) and acc.source.same_as(stmt.buffer)):
                 continue
             operands = tuple(str(load.source.dtype) for load in _loads(product))
-            if len(operands) == 2:
-                found[gvar.name_hint] = (str(stmt.buffer.dtype), operands, vectorized)
+            if len(operands) == 2:  # acc + vpmaddwd(a, b) (AVX2) is a vector instruction
+                found[gvar.name_hint] = (str(stmt.buffer.dtype), operands,
+                                         vectorized or _is_vnni(product))
     return found
 
 
-def int8_contractions(mod: Any, vnni_only: bool = False) -> list[str]:
-    """The calls of uint8/int8 x int8 -> int32 contraction kernels (layers of one shape
-    share a kernel); with ``vnni_only`` those tensorized with ``vpdpbusd``."""
+def int8_contractions(mod: Any, packed_only: bool = False) -> list[str]:
+    """The calls of integer x int8 -> int32 contraction kernels (layers of one shape
+    share a kernel); with ``packed_only`` those tensorized with a packed dot product
+    (``vpdpbusd`` with AVX-512 VNNI, ``vpmaddwd`` with AVX2)."""
     names = {name for name, (acc, ops, _) in contractions(mod).items()
              if acc == "int32" and len(ops) == 2 and all(op in INT_OPERANDS for op in ops)}
-    if vnni_only:
-        names = {name for name in names if "vpdpbusd" in mod[name].script()}
+    if packed_only:
+        names = {name for name in names
+                 if any(i in mod[name].script() for i in PACKED_INSTRUCTION.values())}
     return [callee for callee in kernel_calls(mod) if callee in names]
 
 
@@ -263,14 +270,19 @@ def test_efficientnet_first_blocks_on_a_photo(tmp_path_factory: pytest.TempPathF
     emitted = emit(graph, layers, {layer.key: W8A8 for layer in layers}, ranges)
     built, mod = compile_and_capture(emitted)
     assert len(int8_contractions(mod)) == len(layers)  # depthwise convs included
-    # 1x1 convolutions with whole 16-channel outputs (32->16, 16->96; not 96->24) run on
-    # vpdpbusd where the CPU has it
-    assert len(int8_contractions(mod, vnni_only=True)) == (2 if HOST_VNNI else 0)
+    # the 1x1 convolutions (32->16, 16->96 with 16-channel outputs on vpdpbusd where the
+    # CPU has VNNI; 96->24, and all three without VNNI, on AVX2's vpmaddwd)
+    assert len(int8_contractions(mod, packed_only=True)) == (3 if HOST_KERNEL else 0)
+    if HOST_KERNEL is VNNI:
+        assert sum("vpdpbusd" in mod[name].script() for name in set(
+            int8_contractions(mod, packed_only=True))) == 2
     _, fp32_mod = compile_and_capture(graph)
     # These layers hold 10 k weights: the library is mostly code, so compare the weights
     # it stores (the whole model's library is compared in the benchmark).
     weights, fp32_weights = constant_bytes(mod), constant_bytes(fp32_mod)
-    assert weights["int8"] >= sum(graph.params[layer.weight].size for layer in layers)
+    # every weight is an integer code: int8, or int16 where packed for AVX2's vpmaddwd
+    codes = weights.get("int8", 0) + weights.get("int16", 0) // 2
+    assert codes >= sum(graph.params[layer.weight].size for layer in layers)
     assert sum(weights.values()) < 0.5 * sum(fp32_weights.values())
     assert_close_to_onnxruntime(emitted, run_tvm(built, feeds), feeds, 0.03)
 
@@ -285,7 +297,7 @@ def test_minilm_first_layer(tmp_path_factory: pytest.TempPathFactory, tmp_path: 
                                                                      strict=True)}, ranges)
     built, mod = compile_and_capture(emitted)
     assert len(int8_contractions(mod)) == 5
-    assert len(int8_contractions(mod, vnni_only=True)) == (5 if HOST_VNNI else 0)
+    assert len(int8_contractions(mod, packed_only=True)) == (5 if HOST_KERNEL else 0)
     fp32, _ = compile_and_capture(graph)
     assert library_bytes(built, tmp_path, "q") < library_bytes(fp32, tmp_path, "f")
     assert_close_to_onnxruntime(emitted, run_tvm(built, feeds), feeds, 0.03)

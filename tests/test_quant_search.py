@@ -11,12 +11,13 @@ import optc
 from optc.pipeline import PassContext
 from optc.quant import FP16, LayerPrecision
 from optc.quant.evaluate import Measure
-from optc.quant.latency import latency_model, proxy_latency
+from optc.quant.latency import host_rates, latency_model, proxy_latency
 from optc.quant.layers import quantizable_layers
 from optc.quant.search import Trial, bisect_ladder, longest_feasible_prefix
 
 W8 = LayerPrecision(8, 8)
 W4 = LayerPrecision(4, 8)
+W4A16 = LayerPrecision(4, 16)
 KEYS = [f"layer{i}" for i in range(13)]
 COST = {FP16: 0.001, W8: 0.004, W4: 0.02}  # drop contributed per layer at each precision
 
@@ -65,17 +66,44 @@ def test_nothing_fits() -> None:
     assert all(not t.feasible for t in result.trials[1:])
 
 
-def test_proxy_latency_prefers_narrow_layers() -> None:
+def test_proxy_latency_follows_the_host() -> None:
     graph = optc.load_onnx(optc.__path__[0] + "/../examples/models/digits_cnn.onnx")
     layers = quantizable_layers(graph)
     assert all(layer.macs > 0 for layer in layers)
-    latency = proxy_latency(layers)
-    every = {bits: {layer.key: bits for layer in layers} for bits in (FP16, W8, W4)}
-    fp32 = latency(graph, {})
-    assert fp32 > latency(graph, every[FP16]) > latency(graph, every[W8]) > \
-        latency(graph, every[W4])
+    every = {bits: {layer.key: bits for layer in layers} for bits in (FP16, W8, W4, W4A16)}
+    # A CPU with float16 arithmetic and VNNI: each narrower kind is faster, but 4-bit
+    # codes are stored as int8, so w4a8 costs what w8a8 does.
+    native = proxy_latency(layers, host_rates({"avx512_fp16", "avx512_vnni"}))
+    fp32 = native(graph, {})
+    assert fp32 > native(graph, every[FP16]) > native(graph, every[W8])
+    assert native(graph, every[W4]) == native(graph, every[W8])
+    # Zen 3 (AVX2 only): float16 runs on float32 units, converted: slower than fp32.
+    plain = proxy_latency(layers, host_rates({"avx2", "f16c", "fma"}))
+    assert plain(graph, {}) == fp32
+    assert plain(graph, every[FP16]) > fp32 > plain(graph, every[W4A16])
+    assert plain(graph, every[W4]) == plain(graph, every[W8])
     fn, name = latency_model(PassContext(), layers, graph)
     assert name == "proxy" and fn(graph, {}) == fp32
+
+
+def test_ladder_skips_a_width_that_is_not_faster() -> None:
+    """fp16 priced like fp32 (no float16 arithmetic) and int4 like int8 (int8 codes):
+    neither step is taken, and int8 is tried on every layer from fp32."""
+    calls: list = []
+    costs = {FP16: 32, W8: 8, W4: 8}
+
+    def evaluate(assignment: Mapping[str, LayerPrecision]) -> Trial:
+        calls.append(dict(assignment))
+        drop = sum(COST[p] for p in assignment.values())
+        latency = sum(costs[p] for p in assignment.values()) + 32 * (len(KEYS) - len(assignment))
+        return Trial(assignment, Measure(drop, 1 - drop, drop), latency, drop <= 0.05)
+
+    result = bisect_ladder(KEYS, [FP16, W8, W4], graph_order, evaluate)
+    chosen = result.chosen.assignment
+    assert sum(p == W8 for p in chosen.values()) == 12  # 12 * 0.004 fits, 13 do not
+    assert all(p == W8 for p in chosen.values())
+    assert "fp16" not in result.orders and "w4a8" not in result.orders
+    assert sum(W4 in a.values() for a in calls) == 1  # only the all-at-once probe
 
 
 def test_latency_from_a_context_analysis() -> None:

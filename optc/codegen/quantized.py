@@ -17,14 +17,17 @@ on the imported module before layout conversion and folding, makes the arithmeti
     y = astype?(conv2d(x, Wq, out_dtype=float32) * sw)    # int8 codes read in the kernel
 
 and the same for ``matmul`` (a ``Gemm``'s transposed weight is transposed at compile
-time). The pad with the zero point is only emitted when the activation's zero point is
-not 0 (after ReLU it is 0: the conv's own zero padding is then exact). Weights stay int8
-constants; the scales multiply the accumulator in the contraction's fused epilogue.
+time). A padded conv whose activation has a non-zero zero point (the float model pads
+with 0.0, i.e. with the zero point) reads the shifted activation ``int16(xq) - zx`` with
+the conv's own zero padding instead, and needs no correction term (after ReLU the zero
+point is 0 and uint8 is read as is). Weights stay int8 constants; the scales multiply the
+accumulator in the contraction's fused epilogue.
 
 On CPUs without float16 arithmetic (x86 before AVX512-FP16), a float16 contraction
 (an ``fp16`` layer) reads its float16 operands into a float32 accumulator (``_widened``).
-On x86 with AVX-512 VNNI the int8 matmuls and 1x1 convolutions are then packed for
-``vpdpbusd`` (``schedules/vnni_pack.py``). Activation ``quantize`` / ``dequantize`` left
+On x86 the int8 matmuls and 1x1 convolutions are then packed for ``vpdpbusd`` (AVX-512
+VNNI, 16-wide outputs) or AVX2's ``vpmaddwd`` (8-wide outputs, and every width on CPUs
+without VNNI) (``schedules/vnni_pack.py``). Activation ``quantize`` / ``dequantize`` left
 over (per-tensor) become elementwise Relax ops, which layout conversion and operator
 fusion understand (TVM has no layout rule for them: each would otherwise cost two
 transposes in a channels-last graph).
@@ -103,6 +106,7 @@ class _LowerContractions(_Resolving):
 
     def __init__(self, mod: tvm.IRModule, widen_fp16: bool) -> None:
         super().__init__(mod)
+        self.mod = mod
         self.widen_fp16 = widen_fp16
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # TVM visitor name
@@ -188,19 +192,55 @@ class _LowerContractions(_Resolving):
         data, padding = call.args[0], [int(p) for p in attrs.padding]
         out_dtype = "float32"
         if act is not None:
+            unpadded = self._unpadded(act)
+            if unpadded is not None:
+                act, extra = unpadded
+                padding = [p + e for p, e in zip(padding, extra, strict=True)]
             data, out_dtype = act.data, ACC_DTYPE
             if act.zero and any(padding):
-                # The float model pads with 0.0, i.e. with the zero point in integer terms.
-                top, left, bottom, right = padding
-                data = self.builder_.emit(relax.op.nn.pad(
-                    data, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(act.zero)))
-                padding = [0, 0, 0, 0]
+                # The float model pads with 0.0, i.e. with the zero point in integer terms:
+                # conv(pad_z(xq), W) - z * sum(W) == conv(pad_0(xq - z), W). The shifted
+                # activation is int16 (elementwise: fused into the quantize kernel, and
+                # channels-last like the conv; an explicit NCHW ``pad`` with the zero
+                # point has no layout rule and cost two transposes per layer).
+                shifted = self.builder_.emit(relax.op.astype(data, "int16"))
+                data = self.builder_.emit(relax.op.subtract(
+                    shifted, _scalar(float(act.zero), "int16")))
+                act = dataclasses.replace(act, zero=0)
         acc = self.builder_.emit(relax.op.nn.conv2d(
-            data, relax.const(weight.codes, "int8"), strides=attrs.strides, padding=padding,
-            dilation=attrs.dilation, groups=attrs.groups, data_layout="NCHW",
-            kernel_layout="OIHW", out_dtype=out_dtype))
+            data, relax.const(weight.codes, "int8"), strides=attrs.strides,
+            padding=padding, dilation=attrs.dilation, groups=attrs.groups,
+            data_layout="NCHW", kernel_layout="OIHW", out_dtype=out_dtype))
         sums = weight.codes.astype(np.int64).sum(axis=(1, 2, 3))
         return self._rescale(call, acc, act, scale, sums, [1, -1, 1, 1])
+
+    def _unpadded(self, act: IntActivation) -> tuple[IntActivation, list[int]] | None:
+        """``quantize(pad(x, 0.0 on H and W))`` as ``quantize(x)`` and the pad's
+        ``[top, left, bottom, right]``, which the conv's own padding takes over.
+
+        Models with explicit "same" padding (EfficientNet-Lite's ``ZeroPad2d`` before
+        its strided and depthwise convs) pad the float activation before it is
+        quantized; the NCHW ``pad`` kept between quantize and conv has no channels-last
+        layout rule and cost two transposes per layer. ``quantize(0.0)`` is the zero
+        point, which the shifted activation below pads with."""
+        quantize = self.resolve(act.data)
+        if _op_name(quantize) != "relax.quantize":
+            return None
+        pad = self.resolve(quantize.args[0])
+        if _op_name(pad) == "relax.call_tir":  # the ONNX importer's Pad
+            from optc.codegen.schedules.lift import lift_call_tir
+
+            pad = lift_call_tir(pad, self.mod)
+        if _op_name(pad) != "relax.nn.pad" or str(pad.attrs.pad_mode) != "constant" or \
+                float(pad.attrs.pad_value) != 0.0:
+            return None
+        widths = [int(w) for w in pad.attrs.pad_width]
+        if len(widths) != 8 or any(widths[:4]):
+            return None
+        top, bottom, left, right = widths[4:]
+        data = self.builder_.emit(relax.Call(quantize.op, [pad.args[0], *quantize.args[1:]],
+                                             quantize.attrs))
+        return dataclasses.replace(act, data=data), [top, left, bottom, right]
 
     def _matmul(self, call: relax.Call) -> relax.Expr:
         weight = self.weight(call.args[1])

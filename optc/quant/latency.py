@@ -6,10 +6,19 @@ In order of preference:
    returning seconds, or a record with ``latency_s`` (a measured or learned model);
 2. ``ctx.target`` set: the roofline model, ``optc.cost.roofline.RooflineModel().estimate(
    graph, target).latency_s`` on the emitted graph;
-3. otherwise a documented proxy (``proxy_latency``): weight bytes moved at a nominal
-   100 GB/s plus multiply-accumulates at a nominal 1e12 MAC/s in float32, twice that in
-   float16 and four times that with 8-bit activations (integer kernels). Only its
-   ratios matter: it ranks assignments, it does not predict a device.
+3. otherwise a documented proxy (``proxy_latency``) for optc's code generator on this
+   host (``host_rates``): a float32 layer costs its weight bytes at a nominal 100 GB/s
+   plus its multiply-accumulates at a nominal 1e12 MAC/s; other precisions cost a
+   measured factor of that (``ProxyRates``; native float16: bytes as stored plus twice
+   the float32 rate). Only its ratios matter: it ranks assignments, it does not
+   predict a device.
+
+Why the proxy is host-aware: a flat "float16 is twice float32, int8 four times" made the
+search keep MiniLM's layers at fp16 on a CPU without float16 arithmetic (x86 before
+AVX512-FP16), where ``optc.codegen.quantized`` runs them as float32 multiply-adds on
+widened float16 operands (measured on Zen 4, MiniLM-L6 batch 1: all-fp16 5.5 ms vs fp32
+5.2 ms), and pick 4-bit weights for their "half the bytes" although 4-bit codes are
+stored and read as int8 (``optc.quant.emit``): no faster than 8-bit, only less accurate.
 
 A model that cannot price the fp32 graph (the roofline needs static shapes) is replaced
 by the proxy, with a warning, for every assignment, so all are priced alike.
@@ -17,8 +26,10 @@ by the proxy, with a warning, for every assignment, so all are priced alike.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from optc.errors import OptcError
@@ -33,18 +44,95 @@ LatencyFn = Callable[[Graph, Mapping[str, LayerPrecision]], float]
 """``latency(emitted graph, assignment) -> seconds``."""
 
 PROXY_BANDWIDTH = 100e9
-PROXY_MACS = {32: 1e12, 16: 2e12, 8: 4e12}  # MAC/s by activation bits
+PROXY_FP32_MACS = 1e12
+CPUINFO = Path("/proc/cpuinfo")
+
+# CPU flags (``/proc/cpuinfo``) of float16 arithmetic: without them a float16 layer
+# runs on float32 units (``optc.codegen.quantized._widened``).
+_FP16_FLAGS = ("avx512_fp16", "asimdhp", "fphp")
+# AVX-512 VNNI: ``vpdpbusd`` (``optc.codegen.schedules.vnni``), 64 uint8 x int8
+# multiply-adds per instruction where a float32 FMA does 16.
+_VNNI_FLAGS = ("avx512_vnni",)
+
+# Measured time of a layer relative to the same layer in float32, for the kinds whose
+# speed is not what their bit-widths suggest. MiniLM-L6 batch 1 on Zen 4 (AVX-512 VNNI,
+# no float16 arithmetic), every layer at one precision, end to end (the attention,
+# softmax and layer norms included, so the layers' own ratios are at least this good):
+# fp32 5.2 ms, fp16 5.5 ms, w4a16 4.6 ms, w8a8 2.3 ms (docs/benchmarks.md).
+FP16_WIDENED = 5.5 / 5.2    # float16 operands, float32 arithmetic: converted per load
+WEIGHT_ONLY_WIDENED = 4.6 / 5.2  # int8 codes read into float32 arithmetic
+INT8_VNNI = 2.3 / 5.2
+# Without VNNI: AVX2 ``vpmaddwd`` kernels (``optc.codegen.schedules.vnni.AVX2``),
+# measured on Zen 3 (2 threads, same process): MiniLM-L6 all-w8a8 26.8 ms vs fp32
+# 54.4 ms (EfficientNet-Lite0 all-w8a8 was faster still relative to fp32).
+INT8_NO_VNNI = 26.8 / 54.4
 
 
-def proxy_latency(layers: Sequence[Layer]) -> LatencyFn:
-    """The proxy over ``layers`` (other nodes cost the same in every assignment)."""
+@dataclasses.dataclass(frozen=True)
+class ProxyRates:
+    """What the proxy charges: float32 multiply-accumulates per second, weight bytes per
+    second, and for each other compute kind either a nominal rate (native float16:
+    twice float32) or a measured factor on the layer's float32 cost (``None``: nominal).
+    """
+
+    fp32_macs: float = PROXY_FP32_MACS
+    bandwidth: float = PROXY_BANDWIDTH
+    fp16_factor: float | None = FP16_WIDENED
+    weight_only_factor: float | None = WEIGHT_ONLY_WIDENED
+    int8_factor: float = INT8_NO_VNNI
+
+    def layer_seconds(self, layer: Layer, precision: LayerPrecision) -> float:
+        fp32 = layer.weight_elements * 4 / self.bandwidth + layer.macs / self.fp32_macs
+        if precision == FP32:
+            return fp32
+        if precision.act_bits == 8:  # uint8 x int8 -> int32 kernels
+            return fp32 * self.int8_factor
+        factor = self.fp16_factor if precision.weight_bits == 16 else self.weight_only_factor
+        if factor is not None:
+            return fp32 * factor
+        return (layer.weight_elements * stored_weight_bits(precision) / 8 / self.bandwidth
+                + layer.macs / (2 * self.fp32_macs))
+
+
+def host_rates(flags: Collection[str] | None = None) -> ProxyRates:
+    """The proxy's figures for optc's CPU code generator on a CPU with ``flags``
+    (default: this machine's; none known: no float16 arithmetic, no VNNI)."""
+    flags = _cpu_flags() if flags is None else flags
+    native_fp16 = any(f in flags for f in _FP16_FLAGS)
+    return ProxyRates(
+        fp16_factor=None if native_fp16 else FP16_WIDENED,
+        weight_only_factor=None if native_fp16 else WEIGHT_ONLY_WIDENED,
+        int8_factor=INT8_VNNI if any(f in flags for f in _VNNI_FLAGS) else INT8_NO_VNNI)
+
+
+def _cpu_flags() -> frozenset[str]:
+    """This machine's CPU flags. Read here, not through ``optc.codegen.host_cpu``:
+    importing ``optc.codegen`` imports TVM, which the search does not otherwise need."""
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def stored_weight_bits(precision: LayerPrecision) -> int:
+    """Bits per weight the deployed model stores and reads: integer codes (4-bit ones
+    included, ``optc.quant.emit``) are int8."""
+    return 8 if precision.integer_weights else precision.weight_bits
+
+
+def proxy_latency(layers: Sequence[Layer], rates: ProxyRates | None = None) -> LatencyFn:
+    """The proxy over ``layers`` (other nodes cost the same in every assignment), with
+    ``rates`` (default: ``host_rates()``)."""
+    rates = host_rates() if rates is None else rates
+
     def latency(graph: Graph, assignment: Mapping[str, LayerPrecision]) -> float:
-        total = 0.0
-        for layer in layers:
-            precision = assignment.get(layer.key, FP32)
-            total += layer.weight_elements * precision.weight_bits / 8 / PROXY_BANDWIDTH
-            total += layer.macs / PROXY_MACS[precision.act_bits]
-        return total
+        return sum(rates.layer_seconds(layer, assignment.get(layer.key, FP32))
+                   for layer in layers)
 
     return latency
 

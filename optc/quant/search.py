@@ -7,7 +7,10 @@ several bit-widths the ladder is walked from wide to narrow (e.g. fp16, then int
 then int4): each step bisects over the layers the previous step lowered, ordered by
 their sensitivity at the new width, so a layer that could not take 16 bits is never
 tried at 8. Each step first tries all its candidates at once (one measurement, no
-sensitivities needed when they all fit, as is common for fp16). Every measured
+sensitivities needed when they all fit, as is common for fp16). A step whose all-at-once
+assignment is not faster than the current one by ``MIN_GAIN`` is skipped (its layers stay
+at the previous width, the next step tries them): float16 on a CPU without float16
+arithmetic, 4-bit weights stored as int8 codes, cost accuracy for nothing. Every measured
 assignment is kept; the answer is the lowest-latency one
 whose drop is within ``max_drop`` (usually the last, but a latency model that charges
 for Q/DQ conversions may prefer a shorter prefix that was also measured).
@@ -26,6 +29,8 @@ from optc.quant.numerics import FP32, LayerPrecision
 log = logging.getLogger(__name__)
 
 Assignment = Mapping[str, LayerPrecision]
+MIN_GAIN = 0.01
+"""A ladder step must make lowering all its candidates at least this much faster."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +64,8 @@ def bisect_ladder(keys: Sequence[str], ladder: Sequence[LayerPrecision], order_f
     """Walk ``ladder`` (widest first) lowering the longest feasible prefix at each step."""
     current: dict[str, LayerPrecision] = {}
     trials = [evaluate(frozen(current))]
+    base = trials[0]  # the trial of ``current``
+    skipped: list[Trial] = []  # recorded, never chosen: under MIN_GAIN for the accuracy
     orders: dict[str, tuple[str, ...]] = {}
     candidates = list(keys)
     previous = FP32
@@ -69,22 +76,36 @@ def bisect_ladder(keys: Sequence[str], ladder: Sequence[LayerPrecision], order_f
         everything = dict(current)
         everything.update({key: precision for key in candidates})
         trials.append(evaluate(frozen(everything)))
+        if trials[-1].latency_s > base.latency_s * (1 - MIN_GAIN):
+            log.info("mixed-precision: skipping %s: %d layers at once are not faster "
+                     "(%.3g s vs %.3g s)", precision.label, len(candidates),
+                     trials[-1].latency_s, base.latency_s)
+            skipped.append(trials[-1])
+            continue
         if trials[-1].feasible:  # no order needed: every candidate takes this width
-            order, count = candidates, len(candidates)
+            order, count, base = candidates, len(candidates), trials[-1]
         else:
             order = order_for(precision, candidates, frozen(current))
             orders[precision.label] = tuple(order)
             count, step_trials = longest_feasible_prefix(order, precision, current, evaluate)
             trials.extend(step_trials)
+            lowered = {**current, **{key: precision for key in order[:count]}}
+            base = _trial_of(step_trials, lowered, base)
         log.info("mixed-precision: %d of %d layers take %s", count, len(order),
                  precision.label)
         if count == 0:
             break
         current.update({key: precision for key in order[:count]})
         candidates, previous = order[:count], precision
-    feasible = [t for t in trials if t.feasible]
+    feasible = [t for t in trials if t.feasible and not any(t is s for s in skipped)]
     chosen = min(feasible, key=lambda t: (t.latency_s, t.measure.drop, -t.lowered()))
     return SearchResult(chosen, tuple(trials), MappingProxyType(orders))
+
+
+def _trial_of(trials: Sequence[Trial], assignment: Assignment, default: Trial) -> Trial:
+    """The trial of ``assignment`` among ``trials`` (``default`` if none measured it)."""
+    wanted = dict(frozen(assignment))
+    return next((t for t in trials if dict(t.assignment) == wanted), default)
 
 
 def longest_feasible_prefix(order: Sequence[str], precision: LayerPrecision,

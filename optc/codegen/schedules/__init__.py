@@ -4,7 +4,9 @@ TVM 0.27's default Relax pipeline for CPUs legalizes and fuses but schedules not
 every kernel is a scalar, serial loop nest. This package supplies:
 
 - a graph-level preparation (``prepare_cpu``): inference clean-ups, channels-last
-  (NHWC/HWIO) layout for 2-D convolutions with constant weights re-packed at compile time,
+  (NHWC/HWIO) layout for 2-D convolutions with constant weights re-packed at compile time
+  into contiguous output-channel panels (``conv_pack.py``: a tile reads one panel, not
+  rows a whole channel count apart that collide in the cache),
   vectorizable ``exp``/``erf``/``softmax`` (``prep.py``, ``lift.py``, ``fastmath.py``);
 - schedule rules over the legalized, fused TIR (``apply_cpu_schedules``): a register-
   blocked, vectorized, parallel contraction schedule for conv2d / matmul / dense /
@@ -15,7 +17,8 @@ every kernel is a scalar, serial loop nest. This package supplies:
   parallelizes and vectorizes the rest (``loops.py``); uint8 x int8 -> int32
   contractions are vectorized like float ones (int32 lanes), and matmuls / 1x1
   convolutions on uint8 activations use AVX-512 VNNI ``vpdpbusd`` on weights packed at
-  compile time where the target has it
+  compile time where the target has it, AVX2 ``vpmaddwd`` on int8 weights widened as
+  they load elsewhere (and for widths that are multiples of 8 but not 16)
   (``vnni_pack.py``, ``vnni.py``); functions no rule understands are left as TVM
   generates them;
 - ``cpu_pipeline(target)``: the whole Relax pipeline with both of the above, for

@@ -19,7 +19,7 @@ from .loops import schedule_injective
 from .reduction import schedule_inner_reduction, schedule_spatial_vector_reduction
 from .rfactor import schedule_vector_rfactor
 from .rowreduce import schedule_rows
-from .vnni import packed_weight, schedule_vnni
+from .vnni import kernel_available, packed_kernel, schedule_vnni
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ def _schedule_contraction_func(
     if len(reductions) != 1:
         return False
     pos = reductions[0]
-    packed = packed_weight(sch.get(infos[pos].block_rv)) is not None and cpu.vnni
+    found = packed_kernel(sch.get(infos[pos].block_rv))
+    packed = found is not None and kernel_available(found[0], cpu)  # VNNI / AVX2
     con: Contraction | None = None if packed else as_contraction(sch, infos[pos])
     if con is None and not packed:
         return False

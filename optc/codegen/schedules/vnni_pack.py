@@ -9,10 +9,12 @@ channel axis) and weight folding, on targets with AVX-512 VNNI. The contraction 
   ->
     acc = call_tir(packed_dense, xq, Wp)               # Wp[N/16, K/4, 16, 4], packed here
 
-whose loop nest ``vnni.py`` schedules and tensorizes. The packed kernel stays a
-contraction TVM fuses with its elementwise epilogue (rescale, bias, activation, the next
-layer's quantize). Only uint8 activations qualify: ``vpdpbusd`` multiplies unsigned by
-signed bytes.
+whose loop nest ``vnni.py`` schedules and tensorizes (for ``vpmaddwd`` on AVX2, where
+VNNI is missing or the output width is not a multiple of 16: ``Wp[N/8, K/2, 8, 2]``,
+``vnni.AVX2``).
+The packed kernel stays a contraction TVM fuses with its elementwise epilogue (rescale,
+bias, activation, the next layer's quantize). Only uint8 activations qualify:
+``vpdpbusd`` multiplies unsigned by signed bytes.
 """
 
 from __future__ import annotations
@@ -24,33 +26,56 @@ import tvm
 from tvm import relax, te
 from tvm.ir import Op
 from tvm.ir.expr import GenericConst
+from tvm.target import codegen
 
 from .hw import has_vnni
-from .vnni import GROUP, LANES
+from .vnni import AVX2, VNNI, DotKernel
 
 logger = logging.getLogger(__name__)
 
 
-def pack_weight(weight: np.ndarray) -> np.ndarray:
-    """``W[K, N]`` -> ``Wp[N/16, K/4, 16, 4]`` with ``Wp[n//16, k//4, n%16, k%4] = W[k, n]``."""
+def pack_weight(weight: np.ndarray, kernel: DotKernel = VNNI) -> np.ndarray:
+    """``W[K, N]`` -> ``Wp[N/L, K/G, L, G]`` with ``Wp[n//L, k//G, n%L, k%G] = W[k, n]``
+    (``L, G`` the kernel's lanes and group: 16, 4 for VNNI), in the kernel's weight dtype."""
     k, n = weight.shape
-    tiles = weight.reshape(k // GROUP, GROUP, n // LANES, LANES)
-    return np.ascontiguousarray(tiles.transpose(2, 0, 3, 1))
+    lanes, group = kernel.lanes, kernel.group
+    tiles = weight.reshape(k // group, group, n // lanes, lanes)
+    return np.ascontiguousarray(tiles.transpose(2, 0, 3, 1).astype(kernel.weight_dtype))
 
 
 def packed_dense(data: te.Tensor, packed: te.Tensor) -> te.Tensor:
     """``out[..., n] = sum_k int32(data[..., k]) * int32(W[k, n])`` on the packed weight."""
     depth = data.shape[-1]
-    cols = packed.shape[0] * LANES
+    lanes, group = int(packed.shape[2]), int(packed.shape[3])
+    cols = packed.shape[0] * lanes
     k = te.reduce_axis((0, depth), name="k")
 
     def body(*index: tvm.tirx.Var) -> tvm.tirx.PrimExpr:
         n = index[-1]
         return te.sum(data[(*index[:-1], k)].astype("int32")
-                      * packed[n // LANES, k // GROUP, n % LANES, k % GROUP].astype("int32"),
+                      * packed[n // lanes, k // group, n % lanes, k % group].astype("int32"),
                       axis=k)
 
     return te.compute((*data.shape[:-1], cols), body, name="vnni_dense")
+
+
+def dot_kernels(target: tvm.target.Target) -> tuple[DotKernel, ...]:
+    """The packed int8 kernels ``target`` runs, preferred first: VNNI (16-wide outputs),
+    then AVX2 ``vpmaddwd`` (8-wide: EfficientNet's 24- and 40-channel layers on a VNNI
+    CPU too, whose AVX2 instructions remain); none off x86."""
+    if target.kind.name != "llvm":
+        return ()
+    try:
+        avx2 = bool(codegen.target_has_features("avx2", target))
+    except (RuntimeError, ValueError):  # an LLVM target of another architecture
+        return ()
+    return (*((VNNI,) if has_vnni(target) else ()), *((AVX2,) if avx2 else ()))
+
+
+def dot_kernel(target: tvm.target.Target) -> DotKernel | None:
+    """The preferred packed int8 kernel for ``target`` (``dot_kernels``), if any."""
+    kernels = dot_kernels(target)
+    return kernels[0] if kernels else None
 
 
 def _const(expr: relax.Expr) -> np.ndarray | None:
@@ -82,24 +107,33 @@ def _dense_weight(call: relax.Call) -> np.ndarray | None:
 
 @relax.expr_functor.mutator
 class _PackForVnni(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, kernels: tuple[DotKernel, ...] = (VNNI,)) -> None:
+        super().__init__(mod)
+        self.kernels = kernels
+
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # TVM visitor name
         call = super().visit_call_(call)
         weight = _dense_weight(call)
-        if weight is None or weight.shape[0] % GROUP or weight.shape[1] % LANES:
+        if weight is None:
             return call
-        packed = relax.const(pack_weight(weight), "int8")
+        kernel = next((k for k in self.kernels if weight.shape[0] % k.group == 0
+                       and weight.shape[1] % k.lanes == 0), None)
+        if kernel is None:
+            return call
+        packed = relax.const(pack_weight(weight, kernel), kernel.weight_dtype)
         return self.builder_.call_te(packed_dense, call.args[0], packed,
                                      primfunc_name_hint="vnni_dense")
 
 
 def pack_vnni_pass(target: tvm.target.Target) -> tvm.transform.Pass:
-    """The rewrite as a module pass; the identity on targets without VNNI."""
+    """The rewrite as a module pass; the identity on targets with neither VNNI nor AVX2."""
 
     @tvm.transform.module_pass(opt_level=0, name="OptcPackVnni")
     def _pack(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        if not has_vnni(target):
+        kernels = dot_kernels(target)
+        if not kernels:
             return mod
-        mutator = _PackForVnni(mod)
+        mutator = _PackForVnni(mod, kernels)
         for gvar, func in mod.functions_items():
             if isinstance(func, relax.Function):
                 mutator.builder_.update_func(gvar, mutator.visit_expr(func))
