@@ -126,6 +126,42 @@ def test_fusion_saves_intermediate_traffic_and_launches(orin: Target) -> None:
     assert {n.kernel for n in fused.nodes} == {"conv_relu_add@gpu"}
 
 
+def _as_host(target: Target) -> Target:
+    """``target``'s figures under the name ``host`` (which takes the host's overrides)."""
+    return dataclasses.replace(target, name="host")
+
+
+def test_host_fuses_elementwise_ops_into_the_contraction(orin: Target) -> None:
+    """On the host Relu and the residual Add run in the Conv's kernel, as TVM compiles
+    them; other targets (the same CPU under another name) price kernels of their own."""
+    pi = get_target("rasp4b")
+    plain = _conv_relu_add(False)
+    fused = RooflineModel().breakdown(plain, _as_host(pi))
+    apart = RooflineModel().breakdown(plain, pi)
+    tensor = 16 * 32 * 32 * 4
+    assert (fused.total.launches, apart.total.launches) == (1, 3)
+    assert {n.kernel for n in fused.nodes} == {"conv#0"}
+    assert apart.total.bytes - fused.total.bytes == 2 * tensor + 2 * tensor + tensor
+    # the same as fusion groups spelled out in the graph
+    grouped = RooflineModel().breakdown(_conv_relu_add(True), pi)
+    assert grouped.total.bytes == fused.total.bytes and grouped.total.launches == 1
+    assert grouped.total.latency_s == pytest.approx(fused.total.latency_s)
+    assert RooflineModel().breakdown(plain, orin).total.launches == 3
+    assert RooflineModel().uuid() != RooflineModel(overrides={}).uuid()
+
+
+def test_fusion_on_the_host_needs_a_sole_reader() -> None:
+    """SiLU's Sigmoid and Mul share the Conv output: both stay kernels of their own (the
+    model joins a value's sole reader only; TVM would fuse them, so SiLU is overpriced)."""
+    g = graph([helper.make_node("Conv", ["x", "w"], ["c"], "conv", pads=[1, 1, 1, 1]),
+               helper.make_node("Sigmoid", ["c"], ["s"], "sigmoid"),
+               helper.make_node("Mul", ["c", "s"], ["y"], "mul")],
+              [("x", F32, [1, 16, 32, 32])], ["y"], {"w": np.ones((16, 16, 3, 3), np.float32)})
+    host = _as_host(get_target("rasp4b"))
+    rows = {n.name: n.kernel for n in RooflineModel().breakdown(g, host).nodes}
+    assert rows == {"conv": "conv#0", "sigmoid": "sigmoid#1", "mul": "mul#2"}
+
+
 def _qdq_conv_layernorm() -> Graph:
     """x -> Quantize -> Dequantize -> Conv (int8 weights, QDQ) -> Relu -> LayerNorm."""
     params = {"scale": np.array(0.1, np.float32), "zero": np.array(0, np.int8),

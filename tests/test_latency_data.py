@@ -230,3 +230,54 @@ def test_shipped_host_evaluation_set() -> None:
     assert all(model.startswith("zoo:") for model in models)
     digits = next(row for row in samples if row.model == "zoo:digits-cnn")
     assert graph_for(digits).structural_hash() == digits.graph_hash
+
+
+TINY_WIDE = {"resolution": 32, "stem": [8, 3, 1], "stages": [[8, 1], [16, 2]], "kernel": 3,
+             "pool_to": 2, "fc": [32], "classes": 10}
+
+
+def test_large_family_builds_runs_and_counts_its_macs() -> None:
+    from optc.cost import RooflineModel
+    from optc.latency.arch import ALL_FAMILIES, LARGE_FAMILIES
+    from optc.target import get_target
+
+    assert set(LARGE_FAMILIES) == {"wide"} and set(ALL_FAMILIES) == {*FAMILIES, "wide"}
+    spec = ArchSpec("wide", TINY_WIDE, 0)
+    graph = spec.build()
+    verify(graph, types=True)
+    feeds = feeds_for(graph)
+    ours = run_numpy(graph, feeds)["output"]
+    session = ort.InferenceSession(to_onnx(graph).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(ours, session.run(["output"], feeds)[0], rtol=1e-3, atol=1e-4)
+    assert ours.shape == (1, 10)
+    rows = RooflineModel().breakdown(graph, get_target("rasp4b")).nodes
+    contractions = sum(r.flops for r in rows if r.op in ("Conv", "Gemm", "MatMul")) / 2
+    # 3x3 stem 3->8 at 32x32, then 8->8 at 16x16, 8->16 and 16->16 at 8x8, FC 64->32->10
+    macs = 3 * 8 * 9 * 1024 + 8 * 8 * 9 * 256 + (8 * 16 + 16 * 16) * 9 * 64 + 64 * 32 + 32 * 10
+    assert spec.macs() == macs
+    biases = 8 * 1024 + 8 * 256 + 2 * 16 * 64 + 32 + 10  # one add per output, half a MAC
+    assert contractions == macs + biases / 2
+
+
+def test_large_specs_are_sized_and_leave_the_small_sampler_alone() -> None:
+    from optc.latency.arch import LARGE_MAX_MACS, LARGE_MIN_MACS, sample_large_specs
+
+    specs = sample_large_specs(6, 1)
+    assert [s.key() for s in specs] == [s.key() for s in sample_large_specs(6, 1)]
+    assert len({s.key() for s in specs}) == 6 and {s.family for s in specs} == {"wide"}
+    assert all(LARGE_MIN_MACS <= s.macs() <= LARGE_MAX_MACS for s in specs)
+    # batch-1 fully connected layers of at least 4 MB: their weights stream from memory
+    assert all(s.params["fc"] and min(s.params["fc"]) >= 1024 for s in specs)
+    assert "wide" not in {s.family for s in sample_specs(60, 0)}
+
+
+def test_shipped_host_fit_set() -> None:
+    """The large generated models the host roofline is fitted on (never real models)."""
+    samples = load_dataset(DATA / "host_fit_v1.jsonl.gz")
+    assert len(samples) >= 8
+    assert all(row.model.startswith("gen:wide:") and row.device == "tvm-2t" for row in samples)
+    assert all(0 < row.latency_s <= row.p90_s for row in samples)
+    assert max(row.latency_s for row in samples) > 0.1  # the range of the large real CNNs
+    row = min(samples, key=lambda r: r.flops)
+    assert graph_for(row).structural_hash() == row.graph_hash

@@ -12,6 +12,10 @@ divided by its measurement, so small models count as much as large ones) with ev
 efficiency in (0, 1]. Store the result with ``optc.cost.calibration.save_efficiency``;
 the fitted values then apply to every prediction for that target. Classes absent
 from the samples keep their current efficiency.
+
+``fit_host`` also fits the memory bandwidth optc's kernels reach (a search over
+fractions of the measured figure, since it decides which kernels are memory-bound):
+batch-1 fully connected layers (AlexNet, VGG) stream their weights well below STREAM.
 """
 
 from __future__ import annotations
@@ -65,15 +69,73 @@ def fit_efficiency(samples: Sequence[Sample], target: Target,
     told apart from noise: they share one pooled efficiency, as do the smallest
     classes when there are fewer samples than classes (one parameter per sample).
     """
-    from scipy.optimize import lsq_linear  # deferred: only fitting needs scipy
+    measured = _measured(samples)
+    features = [roofline_features(s.graph, target, model) for s in samples]
+    fitted, _ = _fit_linear(features, measured, min_share)
+    log.info("fitted efficiencies on %d samples: %s", len(samples), fitted)
+    return fitted
 
+
+@dataclasses.dataclass(frozen=True)
+class HostFit:
+    """A target's fitted efficiencies and the figures fitted with them.
+
+    ``figures``: ``memory_bandwidth``, what optc's kernels reach streaming weights and
+    activations from memory (a fraction of the micro-benchmark's STREAM figure: batch-1
+    fully connected layers read their weights column panel by column panel, not as one
+    stream); ``error``: the fit's root mean square relative error.
+    """
+
+    efficiency: dict[str, float]
+    figures: dict[str, float]
+    error: float
+
+
+BANDWIDTH_FRACTIONS = (1.0, 0.8, 0.64, 0.51, 0.41, 0.33, 0.26, 0.21, 0.17, 0.13, 0.1)
+"""Fractions of the measured memory bandwidth ``fit_host`` tries."""
+
+
+def fit_host(samples: Sequence[Sample], target: Target, model: RooflineModel | None = None,
+             min_share: float = 0.05,
+             fractions: Sequence[float] = BANDWIDTH_FRACTIONS) -> HostFit:
+    """Efficiencies and the achieved memory bandwidth that best explain ``samples``.
+
+    The efficiencies are linear in the model (least squares); the bandwidth decides
+    which kernels are memory-bound, so it is searched over ``fractions`` of the
+    target's own figure, keeping the best fit.
+    """
+    measured = _measured(samples)
+    base = model or RooflineModel()
+    stream = target.bandwidth()
+    best: HostFit | None = None
+    for fraction in fractions:
+        slower = target.with_measurements({"memory_bandwidth": stream * fraction},
+                                          "fit candidate")
+        features = [roofline_features(s.graph, slower, base) for s in samples]
+        efficiency, error = _fit_linear(features, measured, min_share)
+        log.info("bandwidth x%.2f: error %.3f", fraction, error)
+        if best is None or error < best.error:
+            best = HostFit(efficiency, {"memory_bandwidth": stream * fraction}, error)
+    assert best is not None
+    log.info("fitted on %d samples: %s %s", len(samples), best.efficiency, best.figures)
+    return best
+
+
+def _measured(samples: Sequence[Sample]) -> np.ndarray:
     if not samples:
         raise UserInputError("fitting efficiencies needs at least one measured model")
     measured = np.array([s.measured_s for s in samples])
     if np.any(measured <= 0):
         raise UserInputError("measured latencies must be positive")
-    features = [roofline_features(s.graph, target, model) for s in samples]
-    groups = _parameter_groups([busy for busy, _ in features], min_share, len(samples))
+    return measured
+
+
+def _fit_linear(features: list[tuple[dict[str, float], float]], measured: np.ndarray,
+                min_share: float) -> tuple[dict[str, float], float]:
+    """``(efficiencies, root mean square relative error)`` of the least-squares fit."""
+    from scipy.optimize import lsq_linear  # deferred: only fitting needs scipy
+
+    groups = _parameter_groups([busy for busy, _ in features], min_share, len(measured))
     matrix = np.array([[sum(busy.get(c, 0.0) for c in group) for group in groups]
                        for busy, _ in features])
     residual = measured - np.array([fixed for _, fixed in features])
@@ -82,8 +144,8 @@ def fit_efficiency(samples: Sequence[Sample], target: Target,
                         bounds=(1.0, 1.0 / MIN_EFFICIENCY))
     fitted = {c: min(1.0, float(1.0 / x)) for group, x in zip(groups, result.x, strict=True)
               for c in group}
-    log.info("fitted efficiencies on %d samples: %s", len(samples), fitted)
-    return fitted
+    error = float(np.sqrt(np.mean(((matrix @ result.x - residual) * weights) ** 2)))
+    return fitted, error
 
 
 def _parameter_groups(busy: list[dict[str, float]], min_share: float, samples: int,

@@ -6,7 +6,8 @@
   against 256 FP32 operations (128 FMA lanes), also 16; an NPU reads a lookup table.
 - ``rules``: a replacement cost rule for an op.
 - ``absorb``: activations a BYOC pattern folds into the op producing their input (TVM
-  ``example_npu``'s ``conv2d_relu_fused``): no launch, no traffic of their own.
+  ``example_npu``'s ``conv2d_relu_fused``), or TVM's own fusion of element-wise ops into
+  the kernel before them on the ``host`` CPU: no launch, no traffic of their own.
 
 A target's name is looked up first, then its TVM kind; the name's entries win.
 """
@@ -47,12 +48,29 @@ class TargetOverrides:
                 "absorb": {op: sorted(p) for op, p in sorted(self.absorb.items())}}
 
 
+_ELEMENTWISE = frozenset({
+    "Relu", "Clip", "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "HardSigmoid",
+    "HardSwish", "Tanh", "Erf", "Gelu", "Softplus", "Add", "Sub", "Mul", "Div", "Neg",
+    "Sqrt", "BatchNormalization"})
+_CONTRACTIONS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+TVM_CPU_FUSION: Mapping[str, frozenset[str]] = MappingProxyType(
+    {op: _CONTRACTIONS | _ELEMENTWISE for op in _ELEMENTWISE})
+"""Element-wise ops TVM's ``FuseOps`` joins to the contraction or element-wise op before
+them on a CPU (optc's contraction schedule computes them in its epilogue, at the
+accumulator tile): priced as part of that kernel, without a launch or traffic of their
+own. The ``host`` target's entry (its efficiencies are fitted with it); other ``llvm``
+targets keep their kernels apart, so that the learned model's nominal encoder CPU sees
+the features it was trained on."""
+
+
 BUILTIN: Mapping[str, TargetOverrides] = MappingProxyType({
     "llvm": TargetOverrides(transcendental_flops=16.0),
     "cuda": TargetOverrides(transcendental_flops=16.0),
     "npu-example": TargetOverrides(
         transcendental_flops=1.0,
         absorb=MappingProxyType({"Relu": frozenset({"Conv", "MatMul", "Gemm"})})),
+    "host": TargetOverrides(absorb=TVM_CPU_FUSION),
 })
 
 

@@ -5,7 +5,8 @@ seed. ``build`` makes the torch module, seeds its random weights (latency does n
 depend on their values) and exports it through ``optc.frontend.from_torch``, so the
 graphs have exactly the operator patterns of real exported models. ``sample_specs``
 draws varied specs whose size keeps each model between roughly 0.2 and 50 ms on a
-2-core CPU, so a dataset can be collected on the machine it describes.
+2-core CPU, so a dataset can be collected on the machine it describes;
+``sample_large_specs`` draws the ``wide`` family (AlexNet / VGG-like, 20-400 ms).
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ FAMILIES: Mapping[str, tuple[Callable[[random.Random], dict[str, Any]],
                     arch_seq.transformer_macs),
     "mlp": (arch_seq.sample_mlp, arch_seq.mlp_module, arch_seq.mlp_macs),
 }
+"""The families ``sample_specs`` draws."""
+LARGE_FAMILIES: Mapping[str, tuple[Callable[[random.Random], dict[str, Any]],
+                                   Callable[[Mapping[str, Any]], tuple[Any, tuple[Any, ...]]],
+                                   Callable[[Mapping[str, Any]], float]]] = {
+    "wide": (arch_cnn.sample_wide, arch_cnn.wide_module, arch_cnn.wide_macs),
+}
+"""Families of ``sample_large_specs`` only, so that ``sample_specs`` draws the same specs
+for a seed as before they existed (the shipped dataset stays reproducible)."""
+ALL_FAMILIES = {**FAMILIES, **LARGE_FAMILIES}
 FAMILY_WEIGHTS: Mapping[str, float] = {"cnn": 0.5, "transformer": 0.3, "mlp": 0.2}
 # Multiply-accumulates per inference: from ~0.2 ms to ~50 ms at one thread here.
 MIN_MACS = 2e6
@@ -46,9 +56,9 @@ class ArchSpec:
     seed: int
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
+        if self.family not in ALL_FAMILIES:
             raise UserInputError(f"unknown architecture family {self.family!r} "
-                                 f"(known: {', '.join(FAMILIES)})")
+                                 f"(known: {', '.join(ALL_FAMILIES)})")
 
     def __hash__(self) -> int:  # params is a dict: hash the canonical key instead
         return hash(self.key())
@@ -69,7 +79,7 @@ class ArchSpec:
 
     def macs(self) -> float:
         """Multiply-accumulates of one inference, from the parameters alone (no build)."""
-        return FAMILIES[self.family][2](self.params)
+        return ALL_FAMILIES[self.family][2](self.params)
 
     def build(self) -> Graph:
         """The architecture as an optc graph; the same spec always gives the same graph."""
@@ -77,7 +87,7 @@ class ArchSpec:
 
         from optc.frontend import from_torch
 
-        make = FAMILIES[self.family][1]
+        make = ALL_FAMILIES[self.family][1]
         # The fork keeps the caller's global torch RNG untouched by the weight seeding.
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's own deprecation chatter
@@ -107,6 +117,24 @@ def sample_specs(n: int, seed: int) -> list[ArchSpec]:
         spec_seed = rng.randrange(2 ** 31)
         spec = ArchSpec(family, FAMILIES[family][0](random.Random(spec_seed)), spec_seed)
         if MIN_MACS <= spec.macs() <= MAX_MACS:
+            specs.setdefault(spec.key(), spec)
+    return list(specs.values())
+
+
+LARGE_MIN_MACS = 5e8
+LARGE_MAX_MACS = 1.2e10
+"""``sample_large_specs``: ~20 to ~400 ms on 2 cores here, the range of AlexNet to VGG-19."""
+
+
+def sample_large_specs(n: int, seed: int) -> list[ArchSpec]:
+    """``n`` distinct ``wide`` specs (large convolutions, big fully connected layers) sized
+    like the large real CNNs, which ``sample_specs``'s small models do not reach."""
+    rng = random.Random(seed)
+    specs: dict[str, ArchSpec] = {}
+    while len(specs) < n:
+        spec_seed = rng.randrange(2 ** 31)
+        spec = ArchSpec("wide", arch_cnn.sample_wide(random.Random(spec_seed)), spec_seed)
+        if LARGE_MIN_MACS <= spec.macs() <= LARGE_MAX_MACS:
             specs.setdefault(spec.key(), spec)
     return list(specs.values())
 

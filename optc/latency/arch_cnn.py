@@ -155,3 +155,76 @@ def _block_macs(kind: str, cin: int, cout: int, k: int, size: int, out: int,
         return cin * mid * size * size + mid * mid * k2 * area + mid * cout * area + proj
     mid = cin * expand
     return cin * mid * size * size * (expand > 1) + mid * k2 * area + mid * cout * area
+
+
+class Wide(nn.Module):
+    """AlexNet / ZFNet / VGG-style: a strided stem, stages of plain convolutions each ended
+    by a max pool, a fixed-size pooled map flattened into large fully connected layers."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        super().__init__()
+        width, kernel, stride = params["stem"]
+        layers: list[nn.Module] = [nn.Conv2d(3, width, kernel, stride, kernel // 2), nn.ReLU(),
+                                   nn.MaxPool2d(3, 2, 1)]
+        for cout, convs in params["stages"]:
+            for _ in range(convs):
+                layers += [nn.Conv2d(width, cout, params["kernel"], 1, params["kernel"] // 2),
+                           nn.ReLU()]
+                width = cout
+            layers.append(nn.MaxPool2d(2, 2))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(params["pool_to"])
+        head: list[nn.Module] = []
+        features = width * params["pool_to"] ** 2
+        for out in params["fc"]:
+            head += [nn.Linear(features, out), nn.ReLU()]
+            features = out
+        head.append(nn.Linear(features, params["classes"]))
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def sample_wide(rng: random.Random) -> dict[str, Any]:
+    """Random wide-network parameters: 2-4 stages of 64-512 channels, 1-2 FC layers of
+    1024-4096 (their weights, up to ~300 MB, stream from memory at batch 1)."""
+    resolution = rng.choice((96, 128, 160, 192, 224))
+    stem = rng.choice(([64, 11, 4], [96, 11, 4], [64, 7, 2], [96, 7, 2], [32, 3, 1]))
+    size = _out(_out(resolution, stem[2]), 2)
+    stages = []
+    width = rng.choice((64, 96, 128))
+    for _ in range(rng.randint(2, 4)):
+        if size < 4:  # every stage halves the map: keep at least 2 x 2 after it
+            break
+        stages.append([min(width, 512), rng.randint(1, 3)])
+        width, size = width * 2, size // 2
+    return {"resolution": resolution, "stem": stem, "stages": stages,
+            "kernel": rng.choice((3, 3, 5)),
+            # ONNX exports an adaptive pool only to a divisor of the map's size.
+            "pool_to": rng.choice([p for p in range(3, 8) if size % p == 0] or [1, 2][:size]),
+            "fc": [rng.choice((1024, 2048, 4096, 4096)) for _ in range(rng.randint(1, 2))],
+            "classes": 1000}
+
+
+def wide_module(params: Mapping[str, Any]) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    size = params["resolution"]
+    return Wide(params), (torch.randn(1, 3, size, size),)
+
+
+def wide_macs(params: Mapping[str, Any]) -> float:
+    """Multiply-accumulates of ``Wide`` (convolutions, then the fully connected layers)."""
+    width, kernel, stride = params["stem"]
+    size = _out(params["resolution"], stride)
+    total = 3 * width * kernel * kernel * size * size
+    size = _out(size, 2)
+    for cout, convs in params["stages"]:
+        for _ in range(convs):
+            total += width * cout * params["kernel"] ** 2 * size * size
+            width = cout
+        size //= 2
+    features = width * params["pool_to"] ** 2
+    for out in [*params["fc"], params["classes"]]:
+        total += features * out
+        features = out
+    return float(total)
