@@ -1,56 +1,136 @@
-"""Fit the host roofline's per-op-class efficiencies on the latency dataset, then cache them.
+"""Fit the host roofline's efficiencies and achieved memory bandwidth on generated models,
+then cache them.
 
 The roofline at the micro-benchmark's peaks is a lower bound: TVM's untuned kernels reach
-a fraction of peak that depends on the kind of op. This fits those fractions
-(``optc.cost.fit``) on *generated* models measured with optc's TVM build on this host
-(the ``tvm-2t`` rows of ``optc/latency/data/meta_train_v1.jsonl.gz``), so that the real
-models of ``benchmarks/compile_vs_ort.py`` are never part of the fit. The fastest
-measured run (``min_s``) is used where recorded: the dataset was collected on a shared
-machine and the fastest run is the least disturbed one.
+a fraction of peak that depends on the kind of op, and batch-1 fully connected layers
+stream their weights well below the STREAM figure. This fits both (``optc.cost.fit.
+fit_host``) on *generated* models measured with optc's TVM build on this host: the
+``tvm-2t`` rows of ``optc/latency/data/meta_train_v1.jsonl.gz`` (0.04-13 ms models) and
+of ``optc/latency/data/host_fit_v1.jsonl.gz`` (the ``wide`` family: AlexNet / VGG-like
+convolutions and fully connected layers of 20-800 ms, the range of the large real CNNs).
+The real models of ``benchmarks/compile_vs_ort.py`` are never part of the fit.
 
-    python benchmarks/fit_host_efficiency.py [--device tvm-2t] [--limit N]
+``--collect N`` first measures N ``wide`` models (``optc.latency.arch.sample_large_specs``)
+on ``tvm-2t`` into the extra file, replacing it (``--resume`` keeps its rows and adds the
+missing ones); ``--collect-small M`` adds M models of the ordinary families
+(``sample_specs``, another seed than the shipped dataset's). ``--here`` fits on the extra
+file alone: the shipped dataset was measured on another machine (a Zen 4 with AVX-512)
+with older schedules, and a fit for *this* host must use rows measured on it.
+The fit uses each model's median run, the figure the benchmarks report
+(``--fastest``: the fastest run instead, for data collected on a busy machine).
+
+    python benchmarks/fit_host_efficiency.py --collect 12     # measure, then fit (~8 min)
+    python benchmarks/fit_host_efficiency.py --collect 12 --collect-small 60 --here
+    python benchmarks/fit_host_efficiency.py                  # fit on the files as they are
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import logging
+import sys
+import time
+from pathlib import Path
 
-from optc.cost.calibration import save_efficiency
-from optc.cost.fit import Sample, fit_efficiency, mape, roofline_features
+from optc.cost.calibration import measured_target, save_efficiency
+from optc.cost.fit import Sample, fit_host, mape, roofline_features
+from optc.latency.dataset import Sample as Row
 from optc.latency.dataset import graph_for, load_dataset
 from optc.target import get_target
 
+DATA = Path(__file__).resolve().parents[1] / "optc" / "latency" / "data"
+TRAIN = DATA / "meta_train_v1.jsonl.gz"
+EXTRA = DATA / "host_fit_v1.jsonl.gz"
+REPEAT = 6  # runs per model: 3 rounds of 2 (a 400 ms model takes ~3 s to time)
 
-def main() -> None:
+
+def collect_generated(count: int, small: int, seed: int, out: Path, device: str,
+                      resume: bool) -> None:
+    """Measure ``count`` generated ``wide`` models and ``small`` ordinary ones on
+    ``device`` into ``out``."""
+    from optc.latency.arch import sample_large_specs, sample_specs
+    from optc.latency.collect import collect
+    from optc.latency.devices import make_devices
+
+    if out.exists() and not resume:
+        out.unlink()
+    # The shipped dataset's ordinary models come from seed 0: a different seed here.
+    specs = sample_large_specs(count, seed) + sample_specs(small, seed + 1000)
+    collect(specs, make_devices([device]), out, REPEAT, rounds=3,
+            progress=lambda text: print(text, file=sys.stderr, flush=True))
+
+
+def rows_of(path: Path, device: str) -> list[Row]:
+    if not path.exists():
+        return []
+    return [r for r in load_dataset(str(path)) if r.device == device
+            and r.model.startswith("gen:")]
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="tvm-2t")
-    parser.add_argument("--limit", type=int, default=0, help="first N rows only (0: all)")
+    parser.add_argument("--collect", type=int, default=0, metavar="N",
+                        help="first measure N large generated models into --extra")
+    parser.add_argument("--collect-small", type=int, default=0, metavar="M",
+                        help="also measure M ordinary generated models into --extra")
+    parser.add_argument("--here", action="store_true",
+                        help="fit on --extra alone (rows measured on this machine)")
+    parser.add_argument("--extra", type=Path, default=EXTRA,
+                        help=f"the large models' dataset (default {EXTRA.name})")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the large models")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --collect: keep the rows already in --extra")
+    parser.add_argument("--fastest", action="store_true",
+                        help="fit the fastest run (min_s) instead of the median")
+    parser.add_argument("--limit", type=int, default=0,
+                        help="first N rows of meta_train only (0: all)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    data = importlib.resources.files("optc.latency") / "data" / "meta_train_v1.jsonl.gz"
-    rows = [r for r in load_dataset(str(data)) if r.device == args.device
-            and r.model.startswith("gen:")]
-    rows = rows[:args.limit] if args.limit else rows
-    target = get_target("host")
-    samples = [Sample(graph_for(r), r.min_s or r.latency_s) for r in rows]
+    if min(args.collect, args.collect_small, args.limit) < 0:
+        print("error: --collect, --collect-small and --limit take a count >= 0",
+              file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    if args.collect or args.collect_small:
+        collect_generated(args.collect, args.collect_small, args.seed, args.extra,
+                          args.device, args.resume)
+    train = [] if args.here else rows_of(TRAIN, args.device)
+    train = train[:args.limit] if args.limit else train
+    rows = train + rows_of(args.extra, args.device)
+    if not rows:
+        print(f"error: no generated {args.device} rows to fit", file=sys.stderr)
+        return 2
+    # The measured figures, not a previous fit's bandwidth: the search starts from STREAM.
+    target = measured_target(get_target("host"))
+    samples = [Sample(graph_for(r), (r.min_s or r.latency_s) if args.fastest
+                      else r.latency_s) for r in rows]
     before = [sum(b.values()) + f for b, f in
               (roofline_features(s.graph, target) for s in samples)]
-    efficiency = fit_efficiency(samples, target)
-    saved = save_efficiency(efficiency, f"fitted on {len(samples)} generated models "
-                                        f"({args.device} rows of meta_train_v1)")
+    fit = fit_host(samples, target)
+    extra = len(rows) - len(train)
+    saved = save_efficiency(
+        fit.efficiency, f"fitted on {len(samples)} generated models ({args.device} rows of "
+                        f"{'' if args.here else TRAIN.name + ' and '}{extra} of "
+                        f"{args.extra.name}, "
+                        f"{'fastest' if args.fastest else 'median'} runs)",
+        figures=fit.figures)
     from optc.cost import RooflineModel
 
     fitted = get_target("host")
     after = [RooflineModel().estimate(s.graph, fitted).latency_s for s in samples]
     measured = [s.measured_s for s in samples]
-    print(f"fitted on {len(samples)} generated models ({args.device}); "
-          f"MAPE on them: {mape(before, measured):.1f}% at peak -> "
-          f"{mape(after, measured):.1f}% fitted")
+    print(f"fitted on {len(samples)} generated models ({args.device}, {extra} large) in "
+          f"{time.perf_counter() - started:.0f} s; MAPE on them: "
+          f"{mape(before, measured):.1f}% at peak -> {mape(after, measured):.1f}% fitted")
+    stream = saved.figures.get("memory_bandwidth", 0.0)
+    for name, value in sorted(saved.fitted_figures.items()):
+        share = f" ({value / stream:.2f} of STREAM)" if name == "memory_bandwidth" else ""
+        print(f"  {name:<16} {value:.4g}{share}")
     for name, value in sorted(saved.efficiency.items()):
         print(f"  {name:<16} {value:.3f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

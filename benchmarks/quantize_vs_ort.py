@@ -10,7 +10,8 @@ all in one process with the same thread count:
 - onnxruntime ``quantize_static`` (QDQ format, per-channel int8 weights, uint8
   activations, MinMax calibration on the same calibration set), run by onnxruntime.
 
-Latencies are medians over ``--repeat`` calls after warm-up; quality is accuracy on the
+Latencies are medians over ``--repeat`` calls after warm-up, the four variants of a model
+timed in interleaved rounds (so that a change of load hits them alike); quality is accuracy on the
 held-out digits (with labels), else top-1 agreement and logit cosine with the fp32 model
 (EfficientNet on crops/flips of scikit-learn's two sample photos), else cosine of the
 mean-pooled sentence embedding (MiniLM). Library sizes are the exported ``.so`` files.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -37,6 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# Idle TVM workers must sleep, or they compete with onnxruntime (timed in the same
+# process) for the two cores; see benchmarks/compile_vs_ort.py. Set before TVM loads.
+os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
+os.environ.setdefault("TVM_BIND_THREADS", "0")
 
 import optc
 from optc import zoo
@@ -154,15 +161,25 @@ def load_case(model: str, work: Path) -> Case:
             "minilm": minilm_case}[model](work)
 
 
-def median_time(run: Callable[[], Any], repeat: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        run()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+ROUNDS = 5
+
+
+def interleaved_medians(runs: dict[str, Callable[[], Any]], repeat: int, warmup: int = 3,
+                        rounds: int = ROUNDS) -> dict[str, float]:
+    """Median seconds per call of each of ``runs``, timed in ``rounds`` interleaved rounds
+    of ``repeat / rounds`` calls each (``repeat`` calls in all per variant)."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    per_round = max(1, -(-repeat // rounds))
+    for _ in range(rounds):
+        for name, run in runs.items():
+            for _ in range(per_round):
+                start = time.perf_counter()
+                run()
+                samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def tvm_runner(graph: optc.Graph, folder: Path, name: str) -> tuple[Runner, Any, int]:
@@ -214,12 +231,13 @@ def ort_quantize(fp32: Path, out: Path, calibration: Sequence[dict[str, np.ndarr
     return out
 
 
-def timed_tvm(machine: Any, feeds: dict[str, np.ndarray], order: list[str],
-              repeat: int) -> float:
+def tvm_call(machine: Any, feeds: dict[str, np.ndarray], order: list[str],
+             ) -> Callable[[], Any]:
+    """One call of the VM's ``main`` on ``feeds`` already on the device."""
     import tvm
 
     args = [tvm.runtime.tensor(feeds[n], tvm.cpu()) for n in order]
-    return median_time(lambda: machine["main"](*args), repeat)
+    return lambda: machine["main"](*args)
 
 
 def bench(case: Case, repeat: int, options: Options, work: Path) -> dict[str, Any]:
@@ -236,17 +254,20 @@ def bench(case: Case, repeat: int, options: Options, work: Path) -> dict[str, An
     row["bits"] = _bits_summary(report.bits() if report else {})
 
     variants: dict[str, Runner] = {}
+    calls: dict[str, Callable[[], Any]] = {}
     for name, graph in (("optc_fp32", case.graph), ("optc_mixed", mixed)):
         run, machine, size = tvm_runner(graph, work, f"{case.name}.{name}")
-        row[f"{name}_s"] = timed_tvm(machine, probe, order, repeat)
+        calls[name] = tvm_call(machine, probe, order)
         row[f"{name}_bytes"] = size
         variants[name] = run
     ort_q = ort_quantize(fp32_path, work / f"{case.name}.ort_q.onnx",
                          [_batch_one(case.calibration, i) for i in range(case.calib_size)])
     for name, path in (("ort_fp32", fp32_path), ("ort_int8", ort_q)):
         session = ort_session(path)
-        row[f"{name}_s"] = median_time(lambda s=session: s.run(None, probe), repeat)
+        calls[name] = lambda s=session: s.run(None, probe)
         variants[name] = lambda f, s=session: s.run(None, f)[0]
+    for name, median in interleaved_medians(calls, repeat).items():
+        row[f"{name}_s"] = median
     reference = [variants["ort_fp32"](f) for f in case.eval_feeds]
     for name, run in variants.items():
         row[f"{name}_quality"] = case.quality([run(f) for f in case.eval_feeds], reference)
@@ -299,6 +320,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(THREADS)
+    from optc.cost.calibration import cpu_flags, cpu_model
+
+    flags = cpu_flags()
+    int8 = [f for f in ("avx512_vnni", "avx_vnni", "avx512bw", "avx2") if f in flags]
+    # int8 speed depends on the ISA: VNNI has a one-instruction u8 x i8 dot product
+    print(f"CPU {cpu_model()}, {THREADS} threads; int8 instructions: "
+          f"{', '.join(int8) or 'none of avx2/avx512'}")
     rows, metrics = [], {}
     with tempfile.TemporaryDirectory(prefix="optc-qbench-") as tmp:
         for model in args.models:

@@ -82,6 +82,13 @@ def test_key_separates_machine_kinds() -> None:
     assert calibration.host_key("AMD EPYC", 2) != calibration.host_key("AMD EPYC", 4)
     assert calibration.host_key("AMD EPYC", 2) != calibration.host_key("AMD EPYC 9654", 2)
     assert calibration.host_key("AMD EPYC", 2) == calibration.host_key("AMD EPYC", 2)
+    zen3 = frozenset({"avx2", "fma", "f16c", "sse4_2"})
+    zen4 = zen3 | {"avx512f", "avx512_vnni", "avx512_bf16"}
+    # the same model name on two microarchitectures: separate entries
+    assert calibration.host_key("AMD EPYC", 2, zen3) != calibration.host_key("AMD EPYC", 2, zen4)
+    # flags that do not change the kernels do not split the cache
+    assert (calibration.host_key("AMD EPYC", 2, zen3)
+            == calibration.host_key("AMD EPYC", 2, zen3 | {"hypervisor"}))
 
 
 def test_default_cache_dir_follows_xdg(tmp_path: Path) -> None:

@@ -8,7 +8,10 @@ written atomically (a temporary file renamed into place): concurrent runs never 
 half-written entry. An unreadable or outdated entry is measured again.
 
 The entry also holds the detected TVM target (``mcpu``, ``num-cores``, ``mattr``) and
-an ``efficiency`` table a later fit of predictions to measured latencies may store.
+an ``efficiency`` table a later fit of predictions to measured latencies may store,
+with the ``fitted_figures`` fitted together with it (the memory bandwidth optc's
+kernels reach, which replaces the micro-benchmark's STREAM figure in predictions; the
+measured one stays in ``figures``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from optc.cost.microbench import measure_host
+from optc.errors import UserInputError
 from optc.settings import read_settings
 from optc.target import MEASURED, Target
 
@@ -36,6 +40,7 @@ FORMAT = 1
 """Version of the cache file layout; entries of another version are measured again."""
 
 CPUINFO = Path("/proc/cpuinfo")
+_FITTED = "fitted with the efficiencies"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +57,7 @@ class Calibration:
     details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     efficiency: Mapping[str, float] = dataclasses.field(default_factory=dict)
     efficiency_source: str = ""
+    fitted_figures: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def source(self) -> str:
         mode = ", quick mode" if self.quick else ""
@@ -81,12 +87,27 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def host_key(model: str | None = None, cores: int | None = None) -> str:
-    """``x86_64-amd-epyc-2c-1a2b3c4d``: readable, with a digest of the exact model name."""
+# Flags that change what kernels can do: a cloud VM's model name ("AMD EPYC") is the
+# same on a Zen 3 (AVX2) and a Zen 4 (AVX-512, VNNI), whose figures differ severalfold.
+_ISA_FLAG_PREFIXES = ("avx", "amx", "fma", "f16c", "vnni", "asimd", "sve", "sme", "i8mm",
+                      "bf16", "fphp", "dotprod")
+
+
+def isa_flags(flags: frozenset[str]) -> list[str]:
+    """The SIMD / matrix-unit flags among ``flags``, sorted (part of the cache key)."""
+    return sorted(f for f in flags if f.startswith(_ISA_FLAG_PREFIXES))
+
+
+def host_key(model: str | None = None, cores: int | None = None,
+             flags: frozenset[str] | None = None) -> str:
+    """``x86_64-amd-epyc-2c-1a2b3c4d``: readable, with a digest of the exact model name
+    and of the CPU's SIMD flags."""
     model = cpu_model() if model is None else model
     cores = usable_cores() if cores is None else cores
+    flags = cpu_flags() if flags is None else flags
     slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")[:40] or "cpu"
-    digest = hashlib.sha256(model.encode()).hexdigest()[:8]
+    identity = model + "|" + ",".join(isa_flags(flags))
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
     return f"{platform.machine().lower()}-{slug}-{cores}c-{digest}"
 
 
@@ -147,14 +168,20 @@ def measure(quick: bool = False) -> Calibration:
 def apply(target: Target, calibration: Calibration) -> Target:
     """``target`` with its pending figures (and TVM target) taken from ``calibration``.
 
-    Figures the target file gives as numbers win: a user's explicit value is kept.
+    Figures the target file gives as numbers win: a user's explicit value is kept. A
+    figure fitted with the efficiencies replaces the measured one.
     """
+    fitted = {k: v for k, v in calibration.fitted_figures.items()
+              if _pending_or_new(target, k)}
     known = {k: v for k, v in calibration.figures.items()
-             if _pending_or_new(target, k)}
+             if _pending_or_new(target, k) and k not in fitted}
     # A TVM target the file spells out (an mcpu) is the user's choice; keep it.
     detected = None if "mcpu" in target.tvm_target_dict else calibration.tvm_target
     measured = target.with_measurements(known, calibration.source(), tvm_target=detected,
                                         new_dtypes=True)
+    if fitted:
+        measured = measured.with_measurements(
+            fitted, f"{_FITTED} ({calibration.efficiency_source or 'fit'})")
     if calibration.efficiency:
         measured = measured.with_efficiency(calibration.efficiency,
                                             calibration.efficiency_source or "fitted")
@@ -178,18 +205,36 @@ def calibrate_target(target: Target, cache_dir: Path | None = None, quick: bool 
     return apply(target, calibration)
 
 
+def measured_target(target: Target, cache_dir: Path | None = None) -> Target:
+    """The calibrated ``target`` with the figures a previous fit replaced set back to their
+    measured values: what a new fit starts from."""
+    calibration = load_calibration(cache_path(cache_dir))
+    if calibration is None:
+        return target
+    measured = {k: calibration.figures[k] for k in calibration.fitted_figures
+                if k in calibration.figures and target.sources.get(k, "").startswith(_FITTED)}
+    return target.with_measurements(measured, calibration.source()) if measured else target
+
+
 def save_efficiency(efficiency: Mapping[str, float], source: str,
-                    cache_dir: Path | None = None) -> Calibration:
-    """Store fitted per-op-class efficiencies in this machine's cache entry."""
+                    cache_dir: Path | None = None,
+                    figures: Mapping[str, float] | None = None) -> Calibration:
+    """Store fitted per-op-class efficiencies (and the ``figures`` fitted with them, e.g.
+    ``memory_bandwidth``; none: earlier fitted figures are dropped) in this machine's
+    cache entry."""
     from optc.target_file import check_efficiency
 
     path = cache_path(cache_dir)
     calibration = load_calibration(path)
     if calibration is None:
         calibration = measure()
+    unknown = sorted(set(figures or {}) - set(calibration.figures))
+    if unknown:
+        raise UserInputError(f"fitted figures {', '.join(unknown)} are no measured figure "
+                             f"(known: {', '.join(sorted(calibration.figures))})")
     updated = dataclasses.replace(
         calibration, efficiency=check_efficiency(dict(efficiency), str(path)),
-        efficiency_source=source)
+        efficiency_source=source, fitted_figures=dict(figures or {}))
     save_calibration(updated, path)
     return updated
 

@@ -2,7 +2,9 @@
 bandwidth, and the fixed cost of one operator call.
 
 Rates are what well-tuned kernels reach on this machine, not datasheet peaks: a large
-matmul through torch's BLAS / oneDNN (int8 through ``torch._int_mm``), a STREAM triad
+matmul through torch's BLAS / oneDNN (int8: the faster of ``torch._int_mm`` and
+onnxruntime's ``MatMulInteger``, because torch has a fast int8 CPU kernel only where
+the CPU has VNNI, while MLAS has one for plain AVX2 too), a STREAM triad
 ``a = b + s * c`` on arrays several times the last-level cache (LLC) and on arrays that
 fit in it. Each figure is the median of several timed repeats after warm-up runs, with
 torch pinned to the cores optc may use. A full run takes a few seconds; ``quick``
@@ -66,16 +68,18 @@ def measure_host(threads: int, cpu_flags: frozenset[str], quick: bool = False,
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _measure(sizes, cpu_flags)
+        return _measure(sizes, cpu_flags, threads)
     finally:
         torch.set_num_threads(previous)
 
 
-def _measure(sizes: BenchSizes, flags: frozenset[str]) -> tuple[dict[str, float], dict]:
+def _measure(sizes: BenchSizes, flags: frozenset[str], threads: int,
+             ) -> tuple[dict[str, float], dict]:
     figures: dict[str, float] = {}
     details: dict[str, Any] = {"sizes": dataclasses.asdict(sizes)}
-    for dtype in ("float32", "int8", *native_extra_dtypes(flags)):
+    for dtype in ("float32", *native_extra_dtypes(flags)):
         figures[f"peak_flops.{dtype}"], details[f"matmul.{dtype}"] = matmul_rate(dtype, sizes)
+    figures["peak_flops.int8"], details["matmul.int8"] = int8_matmul_rate(sizes, threads)
     llc = llc_bytes()
     figures["memory_bandwidth"], details["stream"] = stream_rate(
         int(llc * sizes.stream_llc_multiple), sizes)
@@ -134,6 +138,54 @@ def matmul_rate(dtype: str, sizes: BenchSizes) -> tuple[float, dict]:
     except RuntimeError as exc:  # e.g. a torch build without an int8 CPU kernel
         raise CalibrationError(f"cannot time a {dtype} matmul on this CPU: {exc}") from exc
     return _summary(2.0 * n**3, times)
+
+
+def int8_matmul_rate(sizes: BenchSizes, threads: int) -> tuple[float, dict]:
+    """The faster of torch's and onnxruntime's int8 matmul (int32 accumulation).
+
+    ``torch._int_mm`` is oneDNN's VNNI kernel where the CPU has VNNI and a slow generic
+    loop elsewhere (0.2 GOP/s on an AVX2-only Zen 3, 100x below its fp32 rate); MLAS's
+    ``MatMulInteger`` uses ``vpmaddubsw``/``vpmaddwd`` on AVX2. Either is a kernel a
+    code generator can match, so the faster is this CPU's int8 rate.
+    """
+    rates: dict[str, tuple[float, dict]] = {}
+    for name, measure in (("torch", matmul_rate), ("onnxruntime", _ort_int8_rate)):
+        try:
+            rates[name] = measure("int8", sizes) if name == "torch" else measure(sizes, threads)
+        except CalibrationError as exc:
+            log.warning("%s", exc)
+    if not rates:
+        raise CalibrationError("cannot time an int8 matmul on this CPU (torch, onnxruntime)")
+    best = max(rates, key=lambda name: rates[name][0])
+    details = {name: detail for name, (_rate, detail) in rates.items()}
+    return rates[best][0], {**details, "source": best}
+
+
+def _ort_int8_rate(sizes: BenchSizes, threads: int) -> tuple[float, dict]:
+    """Operations per second of onnxruntime's u8 x s8 -> i32 ``MatMulInteger``."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    n = sizes.matmul_n
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "int8_matmul",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
+         helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(model.SerializeToString(),
+                                       options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise CalibrationError(f"onnxruntime cannot build an int8 matmul: {exc}") from exc
+    rng = np.random.default_rng(0)
+    feeds = {"a": rng.integers(0, 256, (n, n), dtype=np.uint8),
+             "b": rng.integers(-128, 128, (n, n), dtype=np.int8)}
+    return _summary(2.0 * n**3, timed(lambda: session.run(None, feeds), sizes))
 
 
 def stream_rate(total_bytes: int, sizes: BenchSizes) -> tuple[float, dict]:
