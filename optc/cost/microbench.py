@@ -57,6 +57,12 @@ QUICK = BenchSizes(matmul_n=384, stream_llc_multiple=1.5, repeats=3, warmups=1,
                    launch_calls=300)
 
 
+PROBE_N = 256
+"""Edge of the small int8 matmul that decides whether torch's int8 kernel is worth timing."""
+SLOW_PROBE_FACTOR = 4.0
+"""torch's int8 probe must reach this fraction (1/4) of onnxruntime's rate to be timed."""
+
+
 class CalibrationError(OptcError):
     """The micro-benchmark could not measure a figure (internal: exit code 1)."""
 
@@ -149,11 +155,24 @@ def int8_matmul_rate(sizes: BenchSizes, threads: int) -> tuple[float, dict]:
     code generator can match, so the faster is this CPU's int8 rate.
     """
     rates: dict[str, tuple[float, dict]] = {}
-    for name, measure in (("torch", matmul_rate), ("onnxruntime", _ort_int8_rate)):
-        try:
-            rates[name] = measure("int8", sizes) if name == "torch" else measure(sizes, threads)
-        except CalibrationError as exc:
-            log.warning("%s", exc)
+    try:
+        rates["onnxruntime"] = _ort_int8_rate(sizes, threads)
+    except CalibrationError as exc:
+        log.warning("%s", exc)
+    # Probe torch on a small problem first: its generic loop would take minutes on the
+    # full-size matmul, and a kernel that slow on a small one is not the fast one.
+    probe = dataclasses.replace(sizes, matmul_n=min(sizes.matmul_n, PROBE_N), repeats=1,
+                                warmups=1)
+    try:
+        rate, detail = matmul_rate("int8", probe)
+        best_other = max((r for r, _ in rates.values()), default=0.0)
+        if rate * SLOW_PROBE_FACTOR >= best_other:
+            rate, detail = matmul_rate("int8", sizes)
+        else:
+            detail = {**detail, "probe_only": True}
+        rates["torch"] = (rate, detail)
+    except CalibrationError as exc:
+        log.warning("%s", exc)
     if not rates:
         raise CalibrationError("cannot time an int8 matmul on this CPU (torch, onnxruntime)")
     best = max(rates, key=lambda name: rates[name][0])
