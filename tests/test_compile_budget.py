@@ -61,7 +61,10 @@ def test_report_documents_the_search(budgeted: CompileResult) -> None:
     assert json.loads((budgeted.artifact / "report.json").read_text()) == report
     search = report["search"]
     rows = search["candidates"]
-    assert len(rows) >= 4 and [r["index"] for r in rows] == list(range(len(rows)))
+    # Each row is a distinct graph; pipelines that gave a graph already listed (e.g. a
+    # mixed-precision proposal that lowered nothing: the roofline prices the launch-bound
+    # digits CNN's quantized layers no faster) are named in its "same_graph".
+    assert rows and [r["index"] for r in rows] == list(range(len(rows)))
     chosen = rows[search["chosen"]]
     assert search["written"] == search["chosen"]
     assert report["pipeline"]["text"] == chosen["pipeline"] and report["pipeline"]["source"] \
@@ -74,7 +77,8 @@ def test_report_documents_the_search(budgeted: CompileResult) -> None:
     assert chosen["score"] == max(r["score"] for r in fitting)
     assert search["pareto"] == sorted(r["index"] for r in rows if r["pareto"])
     assert all(r["predicted_s"] > 0 for r in rows)
-    assert any("mixed-precision" in r["pipeline"] for r in rows)
+    assert any("mixed-precision" in text for r in rows
+               for text in (r["pipeline"], *r["same_graph"]))  # the lossy pass was tried
     assert any("mixed-precision" not in r["pipeline"] for r in rows)  # the float model
     assert search["pipeline"]["source"] == "target host default"
     assert search["pipeline"]["text"].endswith(",mixed-precision")  # added: none was lossy

@@ -33,6 +33,8 @@ class Candidate:
     pipeline: Pipeline
     graph: Graph = dataclasses.field(repr=False)
     records: tuple[PassRecord, ...] = dataclasses.field(repr=False)
+    same_graph: tuple[str, ...] = ()
+    """Other pipelines (texts, up to the pass where they met) that produced this graph."""
 
     @property
     def exact(self) -> bool:
@@ -53,6 +55,15 @@ class _Partial:
     graph: Graph
     passes: tuple[Pass, ...]
     records: tuple[PassRecord, ...]
+    same_graph: tuple[str, ...] = ()
+
+    @property
+    def exact(self) -> bool:
+        return all(p.exact for p in self.passes)
+
+    @property
+    def text(self) -> str:
+        return Pipeline(self.passes).text()
 
 
 def pass_options(pass_: Pass, graph: Graph, ctx: PassContext) -> list[Pass | None]:
@@ -78,7 +89,7 @@ def expand(graph: Graph, pipeline: Pipeline, ctx: PassContext, *,
                         len(grown), pass_.name, limit)
             grown = grown[:limit]
         partials = grown
-    return [Candidate(i, Pipeline(p.passes), p.graph, p.records)
+    return [Candidate(i, Pipeline(p.passes), p.graph, p.records, p.same_graph)
             for i, p in enumerate(partials)]
 
 
@@ -89,17 +100,23 @@ def _grow(partial: _Partial, pass_: Pass, ctx: PassContext) -> Iterator[_Partial
             continue
         result = Pipeline((option,)).run(partial.graph, ctx, instruments=[VerifyInstrument()])
         record = dataclasses.replace(result.records[0], index=len(partial.passes))
-        yield _Partial(result.graph, (*partial.passes, option), (*partial.records, record))
+        yield _Partial(result.graph, (*partial.passes, option), (*partial.records, record),
+                       partial.same_graph)
 
 
 def _distinct(groups: Iterable[Iterator[_Partial]]) -> Iterator[_Partial]:
-    seen: set[str] = set()
+    """One partial per distinct graph, in first-seen order. Where a lossy pipeline gave
+    the same graph as an exact one (a lossy pass that changed nothing, e.g. no layer was
+    worth lowering), the exact one stands for it: the candidate is labelled by what it
+    is, and the other pipelines are listed in ``same_graph``."""
+    kept: dict[str, list[_Partial]] = {}
     for group in groups:
         for partial in group:
-            key = graph_key(partial.graph)
-            if key not in seen:
-                seen.add(key)
-                yield partial
+            kept.setdefault(graph_key(partial.graph), []).append(partial)
+    for same in kept.values():
+        chosen = next((p for p in same if p.exact), same[0])
+        others = tuple(p.text for p in same if p is not chosen)
+        yield dataclasses.replace(chosen, same_graph=chosen.same_graph + others)
 
 
 def graph_key(graph: Graph) -> str:

@@ -117,7 +117,8 @@ def search(graph: Graph, pipeline: Pipeline, ctx: PassContext, predictor: Predic
 def _point(candidate: Candidate, prediction: Prediction, scorer: Scorer) -> Point:
     measure = scorer(candidate)
     return Point(candidate.index, candidate.text, measure.score, measure.drop,
-                 prediction.latency_s, prediction.ln_std, note=prediction.reason or "")
+                 prediction.latency_s, prediction.ln_std, note=prediction.reason or "",
+                 same_graph=candidate.same_graph)
 
 
 class _Run:

@@ -36,6 +36,8 @@ class Point:
     score_source: str = "interpreter"
     """``interpreter`` (the reference, on the candidate graph) or ``compiled`` (the
     compiled artifact itself on the calibration data: the full evaluation)."""
+    same_graph: tuple[str, ...] = ()
+    """Other pipelines that produced the same graph (not evaluated twice)."""
 
     @property
     def latency_s(self) -> float | None:
@@ -52,7 +54,8 @@ class Point:
         return "quick" if self.quick_s is not None else "predicted"
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "latency_s": self.latency_s,
+        return {**dataclasses.asdict(self), "same_graph": list(self.same_graph),
+                "latency_s": self.latency_s,
                 "latency_source": self.latency_source}
 
 
