@@ -120,7 +120,8 @@ def main() -> int:
     fitted = get_target("host")
     after = [RooflineModel().estimate(s.graph, fitted).latency_s for s in samples]
     measured = [s.measured_s for s in samples]
-    print(f"fitted on {len(samples)} generated models ({args.device}, {extra} large) in "
+    print(f"fitted on {len(samples)} generated models ({args.device}, {extra} from "
+          f"{args.extra.name}) in "
           f"{time.perf_counter() - started:.0f} s; MAPE on them: "
           f"{mape(before, measured):.1f}% at peak -> {mape(after, measured):.1f}% fitted")
     stream = saved.figures.get("memory_bandwidth", 0.0)

@@ -273,11 +273,13 @@ def test_large_specs_are_sized_and_leave_the_small_sampler_alone() -> None:
 
 
 def test_shipped_host_fit_set() -> None:
-    """The large generated models the host roofline is fitted on (never real models)."""
+    """The generated models the host roofline is fitted on (never real models): large
+    ``wide`` ones and ordinary ones, measured on one machine."""
     samples = load_dataset(DATA / "host_fit_v1.jsonl.gz")
-    assert len(samples) >= 8
-    assert all(row.model.startswith("gen:wide:") and row.device == "tvm-2t" for row in samples)
+    wide = [row for row in samples if row.model.startswith("gen:wide:")]
+    assert len(wide) >= 8 and len(samples) > len(wide)
+    assert all(row.model.startswith("gen:") and row.device == "tvm-2t" for row in samples)
     assert all(0 < row.latency_s <= row.p90_s for row in samples)
-    assert max(row.latency_s for row in samples) > 0.1  # the range of the large real CNNs
-    row = min(samples, key=lambda r: r.flops)
-    assert graph_for(row).structural_hash() == row.graph_hash
+    assert max(row.latency_s for row in wide) > 0.1  # the range of the large real CNNs
+    for row in (min(wide, key=lambda r: r.flops), min(samples, key=lambda r: r.flops)):
+        assert graph_for(row).structural_hash() == row.graph_hash
