@@ -75,6 +75,13 @@ def check_serialization() -> None:
         )
 
 
+BUILD_TIMEOUT_S = 300.0
+"""Per-candidate build (and run) timeout. MetaSchedule's default is 30 s, but a build
+worker on a slow 2-core VM needs ~50 s for an empty function (worker start-up and
+import): with the default every candidate failed as a build error and tuning found
+nothing."""
+
+
 def tune(
     mod: tvm.IRModule,
     target: tvm.target.Target,
@@ -112,6 +119,8 @@ def tune(
         max_trials_global=trials,
         max_trials_per_task=per_task,
         num_trials_per_iter=min(per_task, 16),
+        builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S),
+        runner=ms.runner.LocalRunner(timeout_sec=BUILD_TIMEOUT_S),
         database=database,
         cost_model=_cost_model(),
     )
