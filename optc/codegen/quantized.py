@@ -44,6 +44,8 @@ from tvm import relax
 from tvm.ir import Op
 from tvm.ir.expr import GenericConst
 
+from optc.codegen.relax_rewrite import rewrite_functions
+
 log = logging.getLogger(__name__)
 
 ACC_DTYPE = "int32"
@@ -314,10 +316,7 @@ class _ElementwiseQDQ(_Resolving):
 
 
 def _apply(mutator: relax.PyExprMutator, mod: tvm.IRModule) -> tvm.IRModule:
-    for gvar, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-    return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+    return relax.transform.DeadCodeElimination()(rewrite_functions(mutator, mod))
 
 
 def lower_quantized(widen_fp16: bool) -> tvm.transform.Pass:

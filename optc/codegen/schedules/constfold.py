@@ -17,6 +17,8 @@ from tvm import relax
 from tvm.ir import Op
 from tvm.ir.expr import GenericConst
 
+from optc.codegen.relax_rewrite import rewrite_functions
+
 _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "relax.add": np.add,
     "relax.subtract": np.subtract,
@@ -93,11 +95,7 @@ class _NumpyFold(relax.PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="OptcNumpyFoldConstant")
 def numpy_fold_constant(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
     """Apply :class:`_NumpyFold` to every Relax function."""
-    folder = _NumpyFold(mod)
-    for gvar, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            folder.builder_.update_func(gvar, folder.visit_expr(func))
-    return folder.builder_.get()
+    return rewrite_functions(_NumpyFold(mod), mod)
 
 
 def fold_passes() -> list[tvm.transform.Pass]:

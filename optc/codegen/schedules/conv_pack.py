@@ -30,6 +30,8 @@ from tvm import relax, te, topi
 from tvm.ir import Op
 from tvm.ir.expr import GenericConst
 
+from optc.codegen.relax_rewrite import rewrite_functions
+
 from .hw import cpu_info
 
 # Below this many multiply-adds the weights are small enough to stay cached unpacked.
@@ -200,10 +202,7 @@ def pack_conv_weights_pass(target: tvm.target.Target) -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="OptcPackConvWeights")
     def _pack(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        mutator = _PackConvWeights(mod, lanes)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-        return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+        rewritten = rewrite_functions(_PackConvWeights(mod, lanes), mod)
+        return relax.transform.DeadCodeElimination()(rewritten)
 
     return _pack

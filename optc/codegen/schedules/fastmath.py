@@ -12,6 +12,8 @@ import tvm
 from tvm import relax, topi
 from tvm.ir import Op
 
+from optc.codegen.relax_rewrite import rewrite_functions
+
 
 @relax.expr_functor.mutator
 class _FastSoftmax(relax.PyExprMutator):
@@ -32,11 +34,7 @@ class _FastSoftmax(relax.PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="OptcFastSoftmax")
 def fast_softmax(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
     """Apply :class:`_FastSoftmax` to every Relax function."""
-    mutator = _FastSoftmax(mod)
-    for gvar, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-    return mutator.builder_.get()
+    return rewrite_functions(_FastSoftmax(mod), mod)
 
 
 def fast_math_passes() -> list[tvm.transform.Pass]:

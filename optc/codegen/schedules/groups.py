@@ -20,6 +20,8 @@ from tvm import relax
 from tvm.ir import Op
 from tvm.ir.expr import GenericConst
 
+from optc.codegen.relax_rewrite import rewrite_functions
+
 from .hw import cpu_info
 
 # Padding more than this fraction of extra filters costs more than narrow vectors save.
@@ -87,10 +89,6 @@ def pad_groups_pass(target: tvm.target.Target) -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="OptcPadConvGroups")
     def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        mutator = _PadGroups(mod, lanes)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-        return mutator.builder_.get()
+        return rewrite_functions(_PadGroups(mod, lanes), mod)
 
     return _pass

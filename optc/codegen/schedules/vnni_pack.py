@@ -28,6 +28,8 @@ from tvm.ir import Op
 from tvm.ir.expr import GenericConst
 from tvm.target import codegen
 
+from optc.codegen.relax_rewrite import rewrite_functions
+
 from .hw import has_vnni
 from .vnni import AVX2, VNNI, DotKernel
 
@@ -133,10 +135,7 @@ def pack_vnni_pass(target: tvm.target.Target) -> tvm.transform.Pass:
         kernels = dot_kernels(target)
         if not kernels:
             return mod
-        mutator = _PackForVnni(mod, kernels)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-        return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+        rewritten = rewrite_functions(_PackForVnni(mod, kernels), mod)
+        return relax.transform.DeadCodeElimination()(rewritten)
 
     return _pack
