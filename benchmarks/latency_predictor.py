@@ -35,13 +35,12 @@ from optc.cost import latency_baselines as base
 from optc.cost.learned import LearnedLatencyModel
 from optc.cost.learned_data import Labeled, reference_keys
 from optc.cost.learned_eval import (
-    METHODS,
     DeviceRows,
     Score,
     dataset_devices,
     device_rows,
     evaluate,
-    score,
+    score_methods,
     table,
 )
 from optc.cost.learned_features import GraphEncoder
@@ -101,31 +100,15 @@ def host_scores(
         )
         support = np.arange(len(support_rows))
         test = np.arange(len(support_rows), len(both.samples))
-        measured = both.latency
         others = {
             d: {s.key: s.latency_s for s in r.samples}
             | {s.key: s.latency_s for s in train.get(d, [])}
             for d, r in real.items()
             if d != device
         }
-        nearest, borrowed = base.nearest_device(both.keys, measured, support, others)
-        predictions = {
-            "learned": adapted.predict_features(both.features)[0],
-            "flops": base.flops_only(both.features, measured, support),
-            "roofline": base.roofline_only(both.roofline, measured, support),
-            "scratch": base.scratch(both.features, measured, support, model.state, seed, center),
-            "nearest": borrowed,
-            "fitted": base.fitted_prior(both.features, measured, support),
-        }
-        for method in METHODS:
-            predicted = predictions[method][test]
-            ok = np.isfinite(predicted)
-            rho, mape = score(predicted[ok], measured[test][ok])
-            scores.append(
-                Score(
-                    device, "host-real", method, rho, mape, nearest if method == "nearest" else ""
-                )
-            )
+        scores += score_methods(
+            device, "host-real", both, adapted, support, test, model, others, seed, center
+        )
     return scores
 
 

@@ -142,8 +142,28 @@ def _one(
     seed: int,
     center: float,
 ) -> list[Score]:
-    measured = data.latency
     adapted = model.adapt([data.samples[i] for i in support], k=len(support), device=device)
+    return score_methods(
+        device, protocol, data, adapted, support, test, model, others, seed, center
+    )
+
+
+def score_methods(
+    device: str,
+    protocol: str,
+    data: DeviceRows,
+    adapted: LearnedLatencyModel,
+    support: np.ndarray,
+    test: np.ndarray,
+    model: LearnedLatencyModel,
+    others: Mapping[str, Mapping[str, float]],
+    seed: int,
+    center: float,
+) -> list[Score]:
+    """Every method of ``METHODS`` fitted on the ``support`` rows of ``data`` (the learned
+    one already ``adapted`` on them), scored on its ``test`` rows. Rows a baseline cannot
+    predict (the nearest device lacks the model) are left out of that baseline's score."""
+    measured = data.latency
     nearest, borrowed = base.nearest_device(data.keys, measured, support, others)
     predictions = {
         "learned": adapted.predict_features(data.features)[0],
@@ -153,16 +173,15 @@ def _one(
         "nearest": borrowed,
         "fitted": base.fitted_prior(data.features, measured, support),
     }
-    return [
-        Score(
-            device,
-            protocol,
-            method,
-            *score(predictions[method][test], measured[test]),
-            detail=nearest if method == "nearest" else "",
+    scores = []
+    for method in METHODS:
+        predicted = predictions[method][test]
+        ok = np.isfinite(predicted)
+        rho, mape = score(predicted[ok], measured[test][ok])
+        scores.append(
+            Score(device, protocol, method, rho, mape, nearest if method == "nearest" else "")
         )
-        for method in METHODS
-    ]
+    return scores
 
 
 def _medians(drawn: list[Score]) -> list[Score]:
