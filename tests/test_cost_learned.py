@@ -1,49 +1,31 @@
 """The learned latency model on optc's collected latency data (a subset, to stay fast)."""
 
+# ruff: noqa: F811 (the shared fixtures of learned_support are parameters here)
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import pytest
+from learned_support import DATASET, collected, encoder  # noqa: F401 (fixtures)
 from scipy.stats import spearmanr
 
 from optc.cost import get_cost_model
 from optc.cost.learned import DEFAULT_MODEL, LearnedLatencyModel
-from optc.cost.learned_data import Labeled, labeled_all, reference_keys
+from optc.cost.learned_data import Labeled, reference_keys
 from optc.cost.learned_features import (
     FEATURE_NAMES,
-    PACKAGED_FEATURES,
     PRIOR_INDEX,
     GraphEncoder,
 )
 from optc.cost.metasgd import MetaConfig
 from optc.errors import UserInputError
 from optc.frontend import load_onnx
-from optc.latency.dataset import by_device, load_dataset
 from optc.zoo import light_model_path
 
-DATASET = (
-    Path(__file__).resolve().parents[1] / "optc" / "latency" / "data" / "meta_train_v1.jsonl.gz"
-)
 HELD_OUT = "tvm-2t"
 SMALL = MetaConfig(hidden=32, iterations=100)
-
-
-@pytest.fixture(scope="module")
-def encoder() -> GraphEncoder:
-    """An encoder holding the shipped features of the dataset's graphs (building each
-    generated graph again takes seconds; ``test_packaged_features_are_current`` checks
-    that the shipped ones are what the encoder computes)."""
-    encoder = GraphEncoder()
-    encoder.load_cache(PACKAGED_FEATURES)
-    return encoder
-
-
-@pytest.fixture(scope="module")
-def collected(encoder: GraphEncoder) -> dict[str, list[Labeled]]:
-    """Every device's samples; their features come from the shipped cache."""
-    return {d: labeled_all(s) for d, s in by_device(load_dataset(DATASET)).items()}
 
 
 def _fit(

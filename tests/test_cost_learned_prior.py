@@ -1,6 +1,8 @@
 """The learned model's fitted prior (per-device group weights and per-node cost, NNLS) on
 optc's collected latency data, and model files written before it existed."""
 
+# ruff: noqa: F811 (the shared fixtures of learned_support are parameters here)
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from learned_support import DATASET, collected, encoder  # noqa: F401 (fixtures)
 from scipy.stats import spearmanr
 
 from optc.cost import latency_baselines as base
 from optc.cost.learned import LearnedLatencyModel
-from optc.cost.learned_data import Labeled, labeled_all, reference_keys
+from optc.cost.learned_data import Labeled, reference_keys
 from optc.cost.learned_features import (
-    PACKAGED_FEATURES,
     PRIOR_GROUPS,
     PRIOR_INDEX,
     GraphEncoder,
@@ -22,23 +24,7 @@ from optc.cost.learned_features import (
     prior_columns,
 )
 from optc.cost.metasgd import MetaConfig
-from optc.latency.dataset import by_device, load_dataset
-
-DATASET = (
-    Path(__file__).resolve().parents[1] / "optc" / "latency" / "data" / "meta_train_v1.jsonl.gz"
-)
-
-
-@pytest.fixture(scope="module")
-def encoder() -> GraphEncoder:
-    encoder = GraphEncoder()
-    encoder.load_cache(PACKAGED_FEATURES)
-    return encoder
-
-
-@pytest.fixture(scope="module")
-def collected() -> dict[str, list[Labeled]]:
-    return {d: labeled_all(s) for d, s in by_device(load_dataset(DATASET)).items()}
+from optc.latency.dataset import load_dataset
 
 
 def _device(
