@@ -10,7 +10,11 @@ measured one (MAPE).
 
     python benchmarks/compile_vs_ort.py                       # all models
     python benchmarks/compile_vs_ort.py --models squeezenet resnet50 --repeat 20
-    python benchmarks/compile_vs_ort.py --tune 64             # with MetaSchedule (cached)
+    python benchmarks/compile_vs_ort.py --tune 64             # untuned and tuned, side by side
+
+With ``--tune N``, each model is compiled twice in the same run, untuned and with N
+MetaSchedule trials (database cached under optc's cache: a second run reuses it), and
+the table adds the untuned latency, tuned/untuned and the tuning wall time.
 
 torch eager is n/a for the ``light`` models: they exist only as ONNX.
 """
@@ -54,6 +58,8 @@ class Row:
     torch_s: float | None
     predicted_s: float | None
     compile_s: float
+    untuned_s: float | None = None  # with --tune: optc without tuning, same run
+    tune_s: float | None = None  # with --tune: the tuning stage's wall time
 
     @property
     def ratio(self) -> float:
@@ -114,13 +120,26 @@ def bench_model(model: str, repeat: int, tune: int, work: Path) -> Row:
     started = time.perf_counter()
     result = compile_model(path, "host", work / f"{model}.optc", repeat=repeat, tune=tune)
     compile_s = time.perf_counter() - started
+    untuned_s = tune_s = None
+    if tune:
+        tune_s = float(result.report["stages_s"]["tune"])
+        plain = compile_model(path, "host", work / f"{model}-untuned.optc", repeat=repeat)
+        untuned_s = float(plain.report["measured"]["median_s"])
     measured = result.report["measured"]
     predicted = result.report.get("predicted") or {}
     session = ort_session(path)
     ort_s = median_time(lambda: session.run(None, feeds), repeat)
     torch_s = median_time(torch_runner(module, feeds), repeat) if module is not None else None
-    return Row(model, float(measured["median_s"]), ort_s, torch_s,
-               predicted.get("latency_s"), compile_s)
+    return Row(
+        model,
+        float(measured["median_s"]),
+        ort_s,
+        torch_s,
+        predicted.get("latency_s"),
+        compile_s,
+        untuned_s,
+        tune_s,
+    )
 
 
 def geomean(values: list[float]) -> float:
@@ -128,20 +147,44 @@ def geomean(values: list[float]) -> float:
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"{'model':<20}{'optc ms':>10}{'ORT ms':>10}{'torch ms':>10}"
-          f"{'optc/ORT':>10}{'torch/ORT':>10}{'roofline ms':>13}{'compile s':>11}")
+    print(
+        f"{'model':<20}{'optc ms':>10}{'ORT ms':>10}{'torch ms':>10}"
+        f"{'optc/ORT':>10}{'torch/ORT':>10}{'roofline ms':>13}{'compile s':>11}"
+    )
     for r in rows:
         torch_ms = f"{r.torch_s * 1e3:10.2f}" if r.torch_s else f"{'n/a':>10}"
         torch_ratio = f"{r.torch_s / r.ort_s:10.2f}" if r.torch_s else f"{'n/a':>10}"
         pred = f"{r.predicted_s * 1e3:13.2f}" if r.predicted_s else f"{'n/a':>13}"
-        print(f"{r.model:<20}{r.optc_s * 1e3:10.2f}{r.ort_s * 1e3:10.2f}{torch_ms}"
-              f"{r.ratio:10.2f}{torch_ratio}{pred}{r.compile_s:11.1f}")
+        print(
+            f"{r.model:<20}{r.optc_s * 1e3:10.2f}{r.ort_s * 1e3:10.2f}{torch_ms}"
+            f"{r.ratio:10.2f}{torch_ratio}{pred}{r.compile_s:11.1f}"
+        )
     print(f"\ngeometric mean optc/ORT: {geomean([r.ratio for r in rows]):.2f}")
+    tuned = [r for r in rows if r.untuned_s]
+    if tuned:
+        print(
+            f"\n{'model':<20}{'untuned ms':>12}{'tuned ms':>10}{'tuned/untuned':>15}"
+            f"{'untuned/ORT':>13}{'tuned/ORT':>11}{'tune s':>8}"
+        )
+        for r in tuned:
+            untuned = r.untuned_s or math.nan
+            print(
+                f"{r.model:<20}{untuned * 1e3:12.2f}{r.optc_s * 1e3:10.2f}"
+                f"{r.optc_s / untuned:15.2f}{untuned / r.ort_s:13.2f}{r.ratio:11.2f}"
+                f"{r.tune_s or 0:8.0f}"
+            )
+        print(
+            f"geometric mean untuned/ORT "
+            f"{geomean([(r.untuned_s or math.nan) / r.ort_s for r in tuned]):.2f}, "
+            f"tuned/ORT {geomean([r.ratio for r in tuned]):.2f}"
+        )
     predicted = [r for r in rows if r.predicted_s]
     if predicted:
         errors = [abs(r.predicted_s - r.optc_s) / r.optc_s for r in predicted]  # type: ignore[operator]
-        print(f"roofline MAPE vs optc measured: {100 * statistics.fmean(errors):.1f}% "
-              f"over {len(predicted)} models")
+        print(
+            f"roofline MAPE vs optc measured: {100 * statistics.fmean(errors):.1f}% "
+            f"over {len(predicted)} models"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="optc-bench-") as tmp:
         for model in args.models:
             row = bench_model(model, args.repeat, args.tune, Path(tmp))
-            print(f"  {model}: optc {row.optc_s * 1e3:.2f} ms, ORT {row.ort_s * 1e3:.2f} ms",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  {model}: optc {row.optc_s * 1e3:.2f} ms, ORT {row.ort_s * 1e3:.2f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
             rows.append(row)
     print_table(rows)
     if args.json:

@@ -26,8 +26,11 @@ def _metaschedule_works() -> None:
         pytest.skip(str(exc))
 
 
-def test_tuning_database_is_cached_and_reused(tmp_path: Path, cache_dir: Path,  # noqa: F811
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tuning_database_is_cached_and_reused(
+    tmp_path: Path,
+    cache_dir: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_dir))
     first = compile_model(DIGITS, "host", tmp_path / "first", tune=8, repeat=2)
     tuning = first.report["tuning"]
@@ -35,10 +38,29 @@ def test_tuning_database_is_cached_and_reused(tmp_path: Path, cache_dir: Path,  
     assert database == tuning_dir(_host_tvm_target(cache_dir / "optc"))
     assert database.is_relative_to(cache_dir / "optc" / "tuning")
     assert tuning["records"] > 0 and tuning["trials"] == 8
-    assert first.report["check"]["status"] == "passed"
+    assert first.report["check"]["status"] == "passed"  # the tuned build matches the reference
+    _assert_measured(database, tuning["records"])
     second = compile_model(DIGITS, "host", tmp_path / "second", tune=8, repeat=2)
     assert second.report["tuning"]["records"] == tuning["records"]  # nothing tuned again
     assert second.report["stages_s"]["tune"] < first.report["stages_s"]["tune"]
+
+
+def _assert_measured(database: Path, count: int) -> None:
+    """Every record holds real run times (seconds per run of one kernel), and at least one
+    function has candidates measured besides the seed (optc's untuned schedule)."""
+    import tvm_ffi
+
+    from optc.compiler.tuning import open_database
+
+    records = list(open_database(database).get_all_tuning_records())
+    assert len(records) == count
+    by_workload: dict[int, list[float]] = {}
+    for record in records:
+        seconds = [float(s) for s in record.run_secs]
+        assert seconds and all(0.0 < s < 1.0 for s in seconds)
+        key = tvm_ffi.structural_hash(record.workload.mod)
+        by_workload.setdefault(key, []).append(sum(seconds) / len(seconds))
+    assert any(len(times) > 1 for times in by_workload.values())  # candidates were measured
 
 
 def _host_tvm_target(optc_cache: Path) -> dict:

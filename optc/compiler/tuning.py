@@ -49,19 +49,29 @@ def check_tunable(tvm_target: Mapping[str, Any], trials: int) -> None:
     try:
         from optc.codegen.schedules import tune as _  # noqa: F401
     except ImportError as exc:
-        raise UserInputError("--tune is not available yet: optc's CPU schedules "
-                             "(optc.codegen.schedules.tune) are not installed") from exc
+        raise UserInputError(
+            "--tune is not available yet: optc's CPU schedules "
+            "(optc.codegen.schedules.tune) are not installed"
+        ) from exc
     if tvm_target.get("kind") != "llvm":
-        raise UserInputError(f"--tune is for CPU targets only (this target's TVM kind is "
-                             f"{tvm_target.get('kind')!r})")
+        raise UserInputError(
+            f"--tune is for CPU targets only (this target's TVM kind is {tvm_target.get('kind')!r})"
+        )
     arch = triple_arch(str(tvm_target.get("mtriple") or machine_arch()))
     if arch != machine_arch():
-        raise UserInputError(f"--tune times candidates on this machine, and the target's code "
-                             f"is for {arch}, not {machine_arch()}")
+        raise UserInputError(
+            f"--tune times candidates on this machine, and the target's code "
+            f"is for {arch}, not {machine_arch()}"
+        )
 
 
-def tune(graph: Graph, tvm_target: Mapping[str, Any], trials: int, scratch: Path,
-         cache_dir: Path | None = None) -> dict[str, Any]:
+def tune(
+    graph: Graph,
+    tvm_target: Mapping[str, Any],
+    trials: int,
+    scratch: Path,
+    cache_dir: Path | None = None,
+) -> dict[str, Any]:
     """Tune ``graph``'s functions for ``tvm_target``; the report's ``tuning`` record."""
     from optc.frontend import save_onnx
 
@@ -74,10 +84,13 @@ def tune(graph: Graph, tvm_target: Mapping[str, Any], trials: int, scratch: Path
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
         try:
             records, error, code = pool.submit(
-                _tune_in_child, str(model), dict(tvm_target), trials, str(work_dir)).result()
+                _tune_in_child, str(model), dict(tvm_target), trials, str(work_dir)
+            ).result()
         except BrokenProcessPool as exc:
-            raise OptcError("MetaSchedule tuning crashed (the tuner process died; see the "
-                            f"logs in {work_dir / 'logs'}); compile without --tune") from exc
+            raise OptcError(
+                "MetaSchedule tuning crashed (the tuner process died; see the "
+                f"logs in {work_dir / 'logs'}); compile without --tune"
+            ) from exc
     if error is not None:
         raise UserInputError(error) if code == EXIT_BAD_INPUT else OptcError(error)
     seconds = time.perf_counter() - started
@@ -85,8 +98,9 @@ def tune(graph: Graph, tvm_target: Mapping[str, Any], trials: int, scratch: Path
     return {"trials": trials, "database": str(work_dir), "records": records}
 
 
-def _tune_in_child(model: str, tvm_target: dict[str, Any], trials: int,
-                   work_dir: str) -> tuple[int, str | None, int]:
+def _tune_in_child(
+    model: str, tvm_target: dict[str, Any], trials: int, work_dir: str
+) -> tuple[int, str | None, int]:
     """``(records in the database, error message or None, exit code)``, in the child."""
     from optc.codegen.build import make_target
     from optc.codegen.importer import import_graph, input_specs

@@ -13,7 +13,7 @@ from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
 from tvm.s_tir.dlight.base import try_inline
 
 from .analysis import Contraction, as_contraction
-from .contraction import schedule_contraction
+from .contraction import Knobs, schedule_contraction
 from .hw import CpuInfo, cpu_info
 from .loops import schedule_injective
 from .reduction import schedule_inner_reduction, schedule_spatial_vector_reduction
@@ -58,7 +58,7 @@ def _reads_elementwise(sch: s_tir.Schedule, consumer: SBlockInfo, buffer: tirx.B
 
 
 def _schedule_contraction_func(
-    sch: s_tir.Schedule, infos: list[SBlockInfo], cpu: CpuInfo
+    sch: s_tir.Schedule, infos: list[SBlockInfo], cpu: CpuInfo, knobs: Knobs | None = None
 ) -> bool:
     reductions = [i for i, info in enumerate(infos) if not info.is_injective()]
     if len(reductions) != 1:
@@ -87,11 +87,24 @@ def _schedule_contraction_func(
     else:
         # The contraction analysis ran before inlining; refresh the loop handles it holds.
         con = _refresh(sch, con)  # type: ignore[arg-type]
-        if con is None or not schedule_contraction(sch, con, epilogue, cpu):
+        if con is None or not schedule_contraction(sch, con, epilogue, cpu, knobs):
             return False
     for info in [*producers, *consumers]:
         schedule_injective(sch, info.block_rv, cpu.lanes(32), cpu.cores)
     return True
+
+
+def schedule_contraction_with(sch: s_tir.Schedule, cpu: CpuInfo, knobs: Knobs) -> bool:
+    """Schedule a (non-packed) contraction function in place with the tuner's ``knobs``,
+    exactly as ``schedule_prim_func`` does with the defaults. False (``sch`` possibly
+    half-scheduled: use a copy) if ``sch`` is no such function."""
+    infos = normalize_prim_func(sch)
+    if infos is None:
+        return False
+    reductions = [info for info in infos if not info.is_injective()]
+    if len(reductions) != 1 or packed_kernel(sch.get(reductions[0].block_rv)) is not None:
+        return False
+    return _schedule_contraction_func(sch, infos, cpu, knobs)
 
 
 def _refresh(sch: s_tir.Schedule, con: Contraction) -> Contraction | None:

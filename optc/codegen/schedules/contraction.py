@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tvm import s_tir
 from tvm.s_tir.dlight.analysis import SBlockInfo
+from tvm.s_tir.schedule import ExprRV
 
 from .analysis import Contraction
 from .hw import CpuInfo
@@ -60,13 +62,32 @@ class Tile:
     lanes: int
 
 
+Factor = int | ExprRV
+"""A split factor: a constant, or a tuner's sampled decision (``sch.sample_categorical``)."""
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The choices a tuner varies (``space.py``); the defaults reproduce the untuned schedule.
+
+    ``factors(sch, tile, rows, cols)`` returns the (rows, vectors) split factors for an
+    output of ``rows`` rows and ``cols`` columns a vector tile may span: sampled
+    decisions whose default is ``tile``. ``parallel`` overrides the ``PARALLEL_MIN_MACS`` rule.
+    ``rows_outside`` puts the vector-tile loop innermost of the tile loops, so that one
+    block of input rows is reused by every weight panel (instead of one weight panel by
+    every row block): better where the weights are small and the image large.
+    """
+
+    factors: Callable[[s_tir.Schedule, Tile, int, int], tuple[Factor, Factor]] | None = None
+    parallel: bool | None = None
+    rows_outside: bool = False
+
+
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def choose_tile(
-    rows: int, cols: int, cpu: CpuInfo, dtype_bits: int, group: int = 0
-) -> Tile | None:
+def choose_tile(rows: int, cols: int, cpu: CpuInfo, dtype_bits: int, group: int = 0) -> Tile | None:
     """Pick the register tile for a ``rows x cols`` output, or None if ``cols`` cannot be
     vectorized. Exact divisors are preferred (no tail predicates), then tile area. With
     ``group``, the tile width (vectors x lanes) must divide it."""
@@ -100,27 +121,34 @@ def schedule_contraction(
     con: Contraction,
     epilogue: SBlockInfo | None,
     cpu: CpuInfo,
+    knobs: Knobs | None = None,
 ) -> bool:
-    """Schedule ``con`` (and its elementwise ``epilogue``) in place. False if not applicable."""
+    """Schedule ``con`` (and its elementwise ``epilogue``) in place. False if not applicable.
+
+    ``knobs`` (tuning only) replaces the fixed choices by the tuner's decisions."""
+    knobs = knobs or Knobs()
     rows = con.extent(con.row) if con.row is not None else 1
     tile = choose_tile(rows, con.extent(con.vec), cpu, con.dtype_bits, con.group)
     if tile is None:
         return False
+    span = math.gcd(con.extent(con.vec), con.group) if con.group else con.extent(con.vec)
+    n_rows, n_vectors = (
+        knobs.factors(sch, tile, rows, span) if knobs.factors else (tile.rows, tile.vectors)
+    )
     block = con.info.block_rv
     loops = [it.loop_rv for it in con.info.iters]
-    v_outer, v_vec, v_lane = sch.split(loops[con.vec], [None, tile.vectors, tile.lanes])
+    v_outer, v_vec, v_lane = sch.split(loops[con.vec], [None, n_vectors, tile.lanes])
     if con.row is not None:
-        r_outer, r_inner = sch.split(loops[con.row], [None, tile.rows])
+        r_outer, r_inner = sch.split(loops[con.row], [None, n_rows])
         rows_inner = [r_inner]
         rows_outer = [r_outer]
     else:
         rows_inner, rows_outer = [], []
-    outer = (
-        [loops[k] for k in con.weight_batch]
-        + [v_outer]
-        + [loops[k] for k in con.outer]
-        + rows_outer
-    )
+    spatial = [loops[k] for k in con.outer]
+    if knobs.rows_outside:
+        outer = [loops[k] for k in con.weight_batch] + spatial + rows_outer + [v_outer]
+    else:
+        outer = [loops[k] for k in con.weight_batch] + [v_outer] + spatial + rows_outer
     reduce = [loops[k] for k in con.reduce]
     sch.reorder(*outer, *reduce, *rows_inner, v_vec, v_lane)
 
@@ -140,7 +168,8 @@ def schedule_contraction(
     sch.vectorize(v_lane)
     unroll_and_vectorize(sch, sch.get_loops(writer)[len(outer) :], tile.lanes)
     fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-    if cpu.cores > 1 and _macs(con) >= PARALLEL_MIN_MACS:
+    parallel = _macs(con) >= PARALLEL_MIN_MACS if knobs.parallel is None else knobs.parallel
+    if cpu.cores > 1 and parallel:
         sch.parallel(fused)
     if reduce:
         init = sch.decompose_reduction(block, reduce[0])

@@ -5,6 +5,17 @@ last preparation, legalization, fusion), tunes those without a record in ``work_
 JSON database, and returns the database. A later compile inside ``with database:`` (or
 with ``apply_cpu_schedules(..., database=...)``) uses the tuned schedules for the
 functions it has records for and optc's default rules for the rest.
+
+What is tuned, and how:
+
+- the float contractions holding most of the model's multiply-adds (``plan_trials``);
+  everything else keeps optc's deterministic rules;
+- in optc's own design space (``space.py``): the contraction schedule with its register
+  tile as sampled decisions and its loop order / parallelism as variants;
+- starting from optc's untuned schedule, measured and committed first, so the best
+  record of a function is never one measured slower than untuned;
+- built by ``measure.PersistentBuilder`` (workers kept across batches, no TVMScript
+  intrinsics parsed) and run by MetaSchedule's ``LocalRunner`` (one persistent worker).
 """
 
 from __future__ import annotations
@@ -13,15 +24,19 @@ import importlib.util
 import logging
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import tvm
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.utils import cpu_count
 
 from optc.errors import UserInputError
 
+from .measure import PersistentBuilder, preload_tensor_intrin
 from .prep import layout_passes
+from .space import contraction_macs, contraction_space
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +91,57 @@ def check_serialization() -> None:
 
 
 BUILD_TIMEOUT_S = 300.0
-"""Per-candidate build (and run) timeout. MetaSchedule's default is 30 s, but a build
-worker on a slow 2-core VM needs ~50 s for an empty function (worker start-up and
-import): with the default every candidate failed as a build error and tuning found
-nothing."""
+"""Per-candidate build (and run) timeout. A generous bound on a slow, shared 2-core VM:
+a timeout marks a candidate failed, it does not slow the others."""
+
+MIN_TRIALS_PER_TASK = 8
+"""Fewer measured candidates than this rarely find anything over the seed."""
+
+COVERED_SHARE = 0.9
+"""Tune the biggest contractions until they hold this share of the model's multiply-adds."""
+
+BATCH = 8
+"""Candidates built (2 workers) and measured per search iteration."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A task to tune and the trials it gets."""
+
+    task: ms.ExtractedTask
+    macs: int
+    trials: int
+
+
+def plan_trials(tasks: list[ms.ExtractedTask], trials: int) -> list[Plan]:
+    """Distribute ``trials`` over the float contractions by their share of the model's
+    multiply-adds (calls x MACs per call): the biggest first, each at least
+    ``MIN_TRIALS_PER_TASK``, until ``COVERED_SHARE`` of them is covered or the budget is
+    spent. The rest, and every non-contraction function, keep optc's rules."""
+    sized = []
+    for task in tasks:
+        macs = contraction_macs(task.dispatched[0]["main"])
+        if macs is not None:
+            sized.append((task.weight * macs, task, macs))
+    sized.sort(key=lambda item: -item[0])
+    total = sum(work for work, _, _ in sized)
+    chosen, covered = [], 0.0
+    for work, task, macs in sized:
+        if covered >= COVERED_SHARE * total or len(chosen) >= max(1, trials // MIN_TRIALS_PER_TASK):
+            break
+        chosen.append((work, task, macs))
+        covered += work
+    plans = []
+    for work, task, macs in chosen:
+        share = max(MIN_TRIALS_PER_TASK, round(trials * work / covered))
+        plans.append(Plan(task, macs, share))
+    # Shares were rounded (up to the minimum): the biggest absorbs the difference.
+    target = max(trials, MIN_TRIALS_PER_TASK * len(plans))
+    while plans and sum(p.trials for p in plans) != target:
+        step = 1 if sum(p.trials for p in plans) < target else -1
+        big = max(range(len(plans)), key=lambda i: plans[i].trials)
+        plans[big] = Plan(plans[big].task, plans[big].macs, plans[big].trials + step)
+    return plans
 
 
 def tune(
@@ -88,14 +150,15 @@ def tune(
     trials: int,
     work_dir: str | Path,
     *,
-    trials_per_task: int | None = None,
     seed: int = 0,
 ) -> ms.Database:
-    """Tune the TIR functions of the imported Relax module ``mod`` for ``target``.
+    """Tune the float contractions of the imported Relax module ``mod`` for ``target``.
 
-    ``trials`` is the global budget of measured candidates, ``trials_per_task`` the cap
-    per function (default: the budget split evenly). Functions already in the database
-    are skipped, so calling again with the same ``work_dir`` is cheap.
+    ``trials`` is the budget of measured candidates (``plan_trials`` splits it), besides
+    one measurement per tuned function of optc's untuned schedule, committed first: the
+    search starts from it, and a tuned record is never slower than untuned as measured.
+    The design space is optc's own schedule with knobs (``space.py``). Every function of
+    ``mod`` is then in the database, so calling again with the same ``work_dir`` is cheap.
     """
     if target.kind.name != "llvm":
         raise UserInputError(f"optc's CPU tuner needs an llvm target, got {target.kind.name!r}")
@@ -105,25 +168,106 @@ def tune(
     database = open_database(work_dir)
     tasks = ms.relax_integration.extract_tasks(legalized(mod, target), target)
     todo = _untuned(tasks, database)
-    logger.info("tuning %d of %d tasks (%d trials)", len(todo), len(tasks), trials)
-    if not todo:
-        return database
-    per_task = trials_per_task or max(1, trials // len(todo))
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        extracted_tasks=todo, work_dir=str(work_dir), seed=seed
+    plans = plan_trials(todo, trials)
+    logger.info(
+        "tuning %d of %d functions: %s",
+        len(plans),
+        len(tasks),
+        ", ".join(f"{p.task.task_name}:{p.trials}" for p in plans),
     )
-    return ms.tune.tune_tasks(
-        tasks=contexts,
-        task_weights=weights,
-        work_dir=str(work_dir),
-        max_trials_global=trials,
-        max_trials_per_task=per_task,
-        num_trials_per_iter=min(per_task, 16),
-        builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S),
-        runner=ms.runner.LocalRunner(timeout_sec=BUILD_TIMEOUT_S),
-        database=database,
-        cost_model=_cost_model(),
+    if plans:
+        _search(plans, target, work_dir, database, seed)
+    for task in todo:  # tuned or not, every function counts as done for this database
+        database.commit_workload(task.dispatched[0])
+    return database
+
+
+def _search(
+    plans: list[Plan],
+    target: tvm.target.Target,
+    work_dir: str | Path,
+    database: ms.Database,
+    seed: int,
+) -> None:
+    preload_tensor_intrin()  # TuneContext imports it: minutes, done the slow way
+    quiet = logging.getLogger("tvm.s_tir.meta_schedule")
+    if quiet.level == logging.NOTSET:  # MetaSchedule prints every round on stdout by default;
+        quiet.setLevel(logging.WARNING)  # the full logs stay in work_dir/logs
+    builder = PersistentBuilder(max_workers=cpu_count(), timeout_sec=BUILD_TIMEOUT_S)
+    runner = ms.runner.LocalRunner(
+        timeout_sec=BUILD_TIMEOUT_S,
+        evaluator_config=ms.runner.EvaluatorConfig(number=1, repeat=3, min_repeat_ms=40),
     )
+    try:
+        space = contraction_space(target)
+        seeds = _seed(plans, target, space, builder, runner, database)
+        logger.info("seeded %d untuned schedules", seeds)
+        for plan in plans:
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                extracted_tasks=[plan.task],
+                work_dir=str(work_dir),
+                space=space,
+                strategy=ms.search_strategy.EvolutionarySearch(
+                    population_size=64, init_min_unmeasured=32, genetic_num_iters=2
+                ),
+                seed=seed,
+            )
+            ms.tune.tune_tasks(
+                tasks=contexts,
+                task_weights=weights,
+                work_dir=str(work_dir),
+                max_trials_global=plan.trials,
+                max_trials_per_task=plan.trials,
+                num_trials_per_iter=min(plan.trials, BATCH),
+                builder=builder,
+                runner=runner,
+                database=database,
+                cost_model=_cost_model(),
+            )
+    finally:
+        builder.shutdown()
+
+
+def _seed(
+    plans: list[Plan],
+    target: tvm.target.Target,
+    space: ms.space_generator.SpaceGenerator,
+    builder: PersistentBuilder,
+    runner: ms.runner.Runner,
+    database: ms.Database,
+) -> int:
+    """Measure and commit optc's untuned schedule (design space 0, default decisions) of
+    every planned function; the number committed."""
+    schedules = []
+    for plan in plans:
+        context = ms.TuneContext(
+            mod=plan.task.dispatched[0],
+            target=target,
+            space_generator=space,
+            task_name=plan.task.task_name,
+        )
+        schedules.append(context.generate_design_space()[0])
+    built = builder.build([ms.builder.BuilderInput(s.mod, target) for s in schedules])
+    inputs, keep = [], []
+    for plan, sch, result in zip(plans, schedules, built, strict=True):
+        if result.error_msg is not None:
+            logger.warning("untuned %s did not build: %s", plan.task.task_name, result.error_msg)
+            continue
+        args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
+        inputs.append(ms.runner.RunnerInput(result.artifact_path, "cpu", args))
+        keep.append((plan, sch, args))
+    committed = 0
+    for (plan, sch, args), future in zip(keep, runner.run(inputs), strict=True):
+        run = future.result()
+        if run.error_msg is not None:
+            logger.warning("untuned %s did not run: %s", plan.task.task_name, run.error_msg)
+            continue
+        workload = database.commit_workload(plan.task.dispatched[0])
+        database.commit_tuning_record(
+            ms.database.TuningRecord(sch.trace, workload, run.run_secs, target, args)
+        )
+        committed += 1
+    return committed
 
 
 def _cost_model() -> str:

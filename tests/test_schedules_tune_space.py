@@ -1,0 +1,105 @@
+"""The tuner's design space (``schedules/space.py``): its default decisions are optc's
+untuned schedule, and other decisions give different kernels with the same results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+from test_schedules import RUN_TARGET, randomized_light_model
+from tvm import s_tir, tirx
+from tvm.relax.frontend.onnx import from_onnx
+from tvm.s_tir import meta_schedule as ms
+
+from optc.codegen.schedules.apply import schedule_prim_func
+from optc.codegen.schedules.space import contraction_macs, contraction_space
+from optc.codegen.schedules.tune import MIN_TRIALS_PER_TASK, legalized, plan_trials
+
+
+@pytest.fixture(scope="module")
+def squeezenet() -> tvm.IRModule:
+    model = randomized_light_model("squeezenet")
+    return legalized(from_onnx(model, keep_params_in_input=False), RUN_TARGET)
+
+
+def _conv(mod: tvm.IRModule, min_macs: int) -> tirx.PrimFunc:
+    """The first convolution (with its fused bias + ReLU) of at least ``min_macs``."""
+    for gvar, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc) and gvar.name_hint.startswith("fused_conv2d"):
+            macs = contraction_macs(func)
+            if macs is not None and macs >= min_macs:
+                return func
+    raise AssertionError("squeezenet has no such convolution")
+
+
+def _spaces(func: tirx.PrimFunc) -> list[s_tir.Schedule]:
+    context = ms.TuneContext(
+        mod=tvm.IRModule({"main": func}),
+        target=RUN_TARGET,
+        space_generator=contraction_space(RUN_TARGET),
+        task_name="conv",
+    )
+    return context.generate_design_space()
+
+
+def _run(func: tirx.PrimFunc, seed: int = 0) -> np.ndarray:
+    """Build ``func`` for this host and run it on random inputs; its output."""
+    lib = tvm.tirx.build(
+        tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), RUN_TARGET
+    )
+    rng = np.random.default_rng(seed)
+    args = []
+    for info in ms.arg_info.ArgInfo.from_prim_func(func):
+        shape = [int(d) for d in info.shape]
+        args.append(tvm.runtime.tensor(rng.standard_normal(shape).astype(str(info.dtype))))
+    lib["main"](*args)
+    return args[-1].numpy()
+
+
+def _resampled(sch: s_tir.Schedule, func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``sch``'s trace replayed with every sampled decision moved to another candidate."""
+    trace = sch.trace
+    decisions = {}
+    for inst in trace.insts:
+        if inst.kind.name == "SampleCategorical":
+            candidates = [int(c) for c in inst.attrs[0]]
+            current = int(trace.decisions[inst])
+            decisions[inst] = (current + 1) % len(candidates)
+    assert decisions, "the tile must be a sampled decision"
+    replay = s_tir.Schedule(func)
+    tvm.s_tir.schedule.Trace(trace.insts, decisions).apply_to_schedule(replay, False)
+    return replay.mod["main"]
+
+
+def test_default_decisions_reproduce_the_untuned_schedule(squeezenet: tvm.IRModule) -> None:
+    for min_macs in (1, 10_000_000):  # a serial and a parallel convolution
+        func = _conv(squeezenet, min_macs)
+        spaces = _spaces(func)
+        assert len(spaces) >= 2  # optc's loop order, and rows outside the weight panels
+        untuned = schedule_prim_func(func, RUN_TARGET)
+        assert tvm_ffi.structural_equal(spaces[0].mod["main"], untuned)
+
+
+def test_other_decisions_give_other_kernels_with_equal_results(
+    squeezenet: tvm.IRModule,
+) -> None:
+    func = _conv(squeezenet, 10_000_000)
+    spaces = _spaces(func)
+    default = spaces[0].mod["main"]
+    expected = _run(default)
+    for candidate in (_resampled(spaces[0], func), spaces[1].mod["main"]):
+        assert not tvm_ffi.structural_equal(candidate, default)
+        np.testing.assert_allclose(_run(candidate), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_trials_go_to_the_biggest_contractions(squeezenet: tvm.IRModule) -> None:
+    tasks = ms.relax_integration.extract_tasks(squeezenet, RUN_TARGET)
+    plans = plan_trials(tasks, 64)
+    assert sum(p.trials for p in plans) == 64
+    assert all(p.trials >= MIN_TRIALS_PER_TASK for p in plans)
+    work = [p.task.weight * p.macs for p in plans]
+    assert work == sorted(work, reverse=True)
+    everything = [t.weight * m for t in tasks if (m := contraction_macs(t.dispatched[0]["main"]))]
+    assert min(work) >= sorted(everything, reverse=True)[len(plans) - 1]
+    assert len(plans) == 64 // MIN_TRIALS_PER_TASK or sum(work) >= 0.9 * sum(everything)
