@@ -27,7 +27,8 @@ On CPUs without float16 arithmetic (x86 before AVX512-FP16), a float16 contracti
 (an ``fp16`` layer) reads its float16 operands into a float32 accumulator (``_widened``).
 On x86 the int8 matmuls and 1x1 convolutions are then packed for ``vpdpbusd`` (AVX-512
 VNNI, 16-wide outputs) or AVX2's ``vpmaddwd`` (8-wide outputs, and every width on CPUs
-without VNNI) (``schedules/vnni_pack.py``). Activation ``quantize`` / ``dequantize`` left
+without VNNI) (``schedules/vnni_pack.py``). A stem conv (fewer than 8 input channels)
+stays float32 on those CPUs (``_float_conv``). Activation ``quantize`` / ``dequantize`` left
 over (per-tensor) become elementwise Relax ops, which layout conversion and operator
 fusion understand (TVM has no layout rule for them: each would otherwise cost two
 transposes in a channels-last graph).
@@ -106,10 +107,11 @@ class _LowerContractions(_Resolving):
     """Rewrite conv2d / matmul over dequantized int8 operands (see the module docstring);
     with ``widen_fp16``, float16 contractions accumulate in float32."""
 
-    def __init__(self, mod: tvm.IRModule, widen_fp16: bool) -> None:
+    def __init__(self, mod: tvm.IRModule, widen_fp16: bool, float_stem: bool = False) -> None:
         super().__init__(mod)
         self.mod = mod
         self.widen_fp16 = widen_fp16
+        self.float_stem = float_stem
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # TVM visitor name
         call = super().visit_call_(call)
@@ -138,9 +140,17 @@ class _LowerContractions(_Resolving):
         else:
             a = call.attrs
             wide = relax.op.nn.conv2d(
-                call.args[0], call.args[1], strides=a.strides, padding=a.padding,
-                dilation=a.dilation, groups=a.groups, data_layout=a.data_layout,
-                kernel_layout=a.kernel_layout, out_layout=a.out_layout, out_dtype="float32")
+                call.args[0],
+                call.args[1],
+                strides=a.strides,
+                padding=a.padding,
+                dilation=a.dilation,
+                groups=a.groups,
+                data_layout=a.data_layout,
+                kernel_layout=a.kernel_layout,
+                out_layout=a.out_layout,
+                out_dtype="float32",
+            )
         return relax.op.astype(self.builder_.emit(wide), "float16")
 
     def weight(self, expr: relax.Expr) -> IntWeight | None:
@@ -156,8 +166,11 @@ class _LowerContractions(_Resolving):
             inner = self.weight(expr.args[0])
             if inner is None:
                 return None
-            axes = list(range(inner.codes.ndim))[::-1] if expr.attrs.axes is None else [
-                int(a) for a in expr.attrs.axes]
+            axes = (
+                list(range(inner.codes.ndim))[::-1]
+                if expr.attrs.axes is None
+                else [int(a) for a in expr.attrs.axes]
+            )
             axis = None if inner.axis is None else axes.index(inner.axis)
             return dataclasses.replace(inner, codes=np.transpose(inner.codes, axes), axis=axis)
         if name != "relax.dequantize":
@@ -191,6 +204,8 @@ class _LowerContractions(_Resolving):
         if weight is None or scale is None:
             return call
         act = self.activation(call.args[0]) if weight.cast is None else None
+        if act is not None and self.float_stem and _stem_conv(call, weight.codes):
+            return self._float_conv(call, act, weight)
         data, padding = call.args[0], [int(p) for p in attrs.padding]
         out_dtype = "float32"
         if act is not None:
@@ -206,15 +221,67 @@ class _LowerContractions(_Resolving):
                 # channels-last like the conv; an explicit NCHW ``pad`` with the zero
                 # point has no layout rule and cost two transposes per layer).
                 shifted = self.builder_.emit(relax.op.astype(data, "int16"))
-                data = self.builder_.emit(relax.op.subtract(
-                    shifted, _scalar(float(act.zero), "int16")))
+                data = self.builder_.emit(
+                    relax.op.subtract(shifted, _scalar(float(act.zero), "int16"))
+                )
                 act = dataclasses.replace(act, zero=0)
-        acc = self.builder_.emit(relax.op.nn.conv2d(
-            data, relax.const(weight.codes, "int8"), strides=attrs.strides,
-            padding=padding, dilation=attrs.dilation, groups=attrs.groups,
-            data_layout="NCHW", kernel_layout="OIHW", out_dtype=out_dtype))
+        acc = self.builder_.emit(
+            relax.op.nn.conv2d(
+                data,
+                relax.const(weight.codes, "int8"),
+                strides=attrs.strides,
+                padding=padding,
+                dilation=attrs.dilation,
+                groups=attrs.groups,
+                data_layout="NCHW",
+                kernel_layout="OIHW",
+                out_dtype=out_dtype,
+            )
+        )
         sums = weight.codes.astype(np.int64).sum(axis=(1, 2, 3))
         return self._rescale(call, acc, act, scale, sums, [1, -1, 1, 1])
+
+    def _float_conv(self, call: relax.Call, act: IntActivation, weight: IntWeight) -> relax.Expr:
+        """The QDQ conv computed in float32 on the dequantized operands, as the model says.
+
+        For an image model's stem (3 input channels) on CPUs whose int8 dot products
+        (``vnni_pack``) serve only matmuls and 1x1 convs: its int8 form is a generic
+        int32 loop over 27 taps (per 8 multiply-adds a widening load, a ``vpmulld`` and
+        an add, against one FMA in float32) that read a zero-point-shifted int16 copy of
+        the image. EfficientNet-Lite0's int8 stem took 1.04 ms, float 0.59 ms (Zen 3, 2
+        threads, kernel minima). The input is quantized from float anyway, so float
+        compute costs no memory traffic; depthwise convs, also faster in float per
+        kernel, stay int8: float there makes their neighbours write and read float32
+        activations, and the model ran ~10% slower end to end. The activation stays
+        quantized (``quantize`` / ``dequantize`` are elementwise, fused into its
+        producer; fidelity is the QDQ model's) and the weight is ``codes * scale`` in
+        float32, what ``FoldConstant`` makes of its dequantize. A ``quantize(pad(x))``
+        input still folds its pad into the conv's padding: ``dequantize(quantize(0.0))
+        == 0.0``."""
+        attrs = call.attrs
+        padding = [int(p) for p in attrs.padding]
+        unpadded = self._unpadded(act)
+        data = call.args[0]
+        if unpadded is not None:
+            act, extra = unpadded
+            padding = [p + e for p, e in zip(padding, extra, strict=True)]
+            dequantize = self.resolve(call.args[0])
+            data = self.builder_.emit(
+                relax.Call(dequantize.op, [act.data, *dequantize.args[1:]], dequantize.attrs)
+            )
+        scale = weight.channel_scale(0)
+        real = weight.codes.astype(np.float32) * scale.reshape(-1, 1, 1, 1)
+        return relax.op.nn.conv2d(
+            data,
+            relax.const(real.astype(np.float32), "float32"),
+            strides=attrs.strides,
+            padding=padding,
+            dilation=attrs.dilation,
+            groups=attrs.groups,
+            data_layout="NCHW",
+            kernel_layout="OIHW",
+            out_dtype=str(call.ty.dtype),
+        )
 
     def _unpadded(self, act: IntActivation) -> tuple[IntActivation, list[int]] | None:
         """``quantize(pad(x, 0.0 on H and W))`` as ``quantize(x)`` and the pad's
@@ -233,15 +300,19 @@ class _LowerContractions(_Resolving):
             from optc.codegen.schedules.lift import lift_call_tir
 
             pad = lift_call_tir(pad, self.mod)
-        if _op_name(pad) != "relax.nn.pad" or str(pad.attrs.pad_mode) != "constant" or \
-                float(pad.attrs.pad_value) != 0.0:
+        if (
+            _op_name(pad) != "relax.nn.pad"
+            or str(pad.attrs.pad_mode) != "constant"
+            or float(pad.attrs.pad_value) != 0.0
+        ):
             return None
         widths = [int(w) for w in pad.attrs.pad_width]
         if len(widths) != 8 or any(widths[:4]):
             return None
         top, bottom, left, right = widths[4:]
-        data = self.builder_.emit(relax.Call(quantize.op, [pad.args[0], *quantize.args[1:]],
-                                             quantize.attrs))
+        data = self.builder_.emit(
+            relax.Call(quantize.op, [pad.args[0], *quantize.args[1:]], quantize.attrs)
+        )
         return dataclasses.replace(act, data=data), [top, left, bottom, right]
 
     def _matmul(self, call: relax.Call) -> relax.Expr:
@@ -253,14 +324,24 @@ class _LowerContractions(_Resolving):
             return call
         act = self.activation(call.args[0]) if weight.cast is None else None
         data = call.args[0] if act is None else act.data
-        acc = self.builder_.emit(relax.op.matmul(
-            data, relax.const(weight.codes, "int8"),
-            out_dtype="float32" if act is None else ACC_DTYPE))
-        return self._rescale(call, acc, act, scale, weight.codes.astype(np.int64).sum(axis=0),
-                             [-1])
+        acc = self.builder_.emit(
+            relax.op.matmul(
+                data,
+                relax.const(weight.codes, "int8"),
+                out_dtype="float32" if act is None else ACC_DTYPE,
+            )
+        )
+        return self._rescale(call, acc, act, scale, weight.codes.astype(np.int64).sum(axis=0), [-1])
 
-    def _rescale(self, call: relax.Call, acc: relax.Expr, act: IntActivation | None,
-                 scale: np.ndarray, sums: np.ndarray, shape: list[int]) -> relax.Expr:
+    def _rescale(
+        self,
+        call: relax.Call,
+        acc: relax.Expr,
+        act: IntActivation | None,
+        scale: np.ndarray,
+        sums: np.ndarray,
+        shape: list[int],
+    ) -> relax.Expr:
         """The float result from the accumulator: zero-point correction, then the scales."""
         dtype = str(call.ty.dtype)
         if act is not None:
@@ -273,6 +354,12 @@ class _LowerContractions(_Resolving):
         if dtype != "float32":
             out = relax.op.astype(self.builder_.emit(out), dtype)
         return out
+
+
+def _stem_conv(call: relax.Call, codes: np.ndarray) -> bool:
+    """A spatial conv over fewer input channels than a vector holds (an image model's
+    stem): its int8 form is a generic int32 loop over the taps (see ``_float_conv``)."""
+    return int(call.attrs.groups) == 1 and codes.shape[1] < 8 and codes.shape[2:] != (1, 1)
 
 
 def _scalar(value: float, dtype: str) -> relax.Expr:
@@ -298,7 +385,8 @@ class _ElementwiseQDQ(_Resolving):
         if name == "relax.dequantize":
             dtype = str(call.ty.dtype)
             shifted = emit(relax.op.astype(call.args[0], "int32"))
-            shifted = emit(relax.op.subtract(shifted, _scalar(z, "int32")))
+            if z:  # a ReLU's output has zero point 0: no subtract in the epilogue
+                shifted = emit(relax.op.subtract(shifted, _scalar(z, "int32")))
             real = emit(relax.op.astype(shifted, dtype))
             return relax.op.multiply(real, _scalar(float(scale.reshape(-1)[0]), dtype))
         out_dtype, src = str(call.ty.dtype), call.args[0]
@@ -306,12 +394,22 @@ class _ElementwiseQDQ(_Resolving):
             return call
         fdtype = str(src.ty.dtype)
         low, high = _QRANGE[out_dtype]
-        # ONNX QuantizeLinear: saturate(round(x / scale) + zero_point), ties to even.
-        q = emit(relax.op.round(emit(relax.op.divide(
-            src, _scalar(float(scale.reshape(-1)[0]), fdtype)))))
-        q = emit(relax.op.add(q, _scalar(z, fdtype)))
-        q = emit(relax.op.minimum(emit(relax.op.maximum(q, _scalar(low, fdtype))),
-                                  _scalar(high, fdtype)))
+        # ONNX QuantizeLinear: saturate(round(x / scale) + zero_point), ties to even. The
+        # division is a multiply by the reciprocal: a vector divide has ~7x a multiply's
+        # reciprocal throughput (Zen 3: 3.5 vs 0.5 cycles), in the epilogue of every int8
+        # layer, where a 16-deep 1x1 conv does only 8 multiply-add instructions per output
+        # vector. The quotient differs in its last bit at most, which moves a code only
+        # where x / scale lies that close to a rounding tie.
+        q = emit(
+            relax.op.round(
+                emit(relax.op.multiply(src, _scalar(1.0 / float(scale.reshape(-1)[0]), fdtype)))
+            )
+        )
+        if z:
+            q = emit(relax.op.add(q, _scalar(z, fdtype)))
+        q = emit(
+            relax.op.minimum(emit(relax.op.maximum(q, _scalar(low, fdtype))), _scalar(high, fdtype))
+        )
         return relax.op.astype(q, out_dtype)
 
 
@@ -319,13 +417,14 @@ def _apply(mutator: relax.PyExprMutator, mod: tvm.IRModule) -> tvm.IRModule:
     return relax.transform.DeadCodeElimination()(rewrite_functions(mutator, mod))
 
 
-def lower_quantized(widen_fp16: bool) -> tvm.transform.Pass:
+def lower_quantized(widen_fp16: bool, float_stem: bool = False) -> tvm.transform.Pass:
     """Integer contractions first (they match on ``dequantize``), then elementwise Q/DQ;
-    ``widen_fp16``: float16 contractions accumulate in float32."""
+    ``widen_fp16``: float16 contractions accumulate in float32; ``float_stem``: a QDQ
+    conv over fewer than 8 input channels computes in float32 (``_float_conv``)."""
 
     @tvm.transform.module_pass(opt_level=0, name="OptcLowerQuantized")
     def _lower(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        mod = _apply(_LowerContractions(mod, widen_fp16), mod)
+        mod = _apply(_LowerContractions(mod, widen_fp16, float_stem), mod)
         return _apply(_ElementwiseQDQ(mod), mod)
 
     return _lower
@@ -346,5 +445,9 @@ def native_fp16(target: tvm.target.Target) -> bool:
 
 def prepare_quantized(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     """The ``prepare`` hook step for CPU targets."""
+    from optc.codegen.schedules.vnni_pack import dot_kernels
+
     with target:
-        return lower_quantized(widen_fp16=not native_fp16(target))(mod)
+        return lower_quantized(
+            widen_fp16=not native_fp16(target), float_stem=bool(dot_kernels(target))
+        )(mod)

@@ -58,9 +58,11 @@ INTRIN = "optc_dot_16x4_vnni_local"
 
 
 @T.prim_func(s_tir=True)
-def _dot_desc(a: T.Buffer((4,), "uint8", offset_factor=1),
-              b: T.Buffer((16, 4), "int8", offset_factor=1),
-              c: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+def _dot_desc(
+    a: T.Buffer((4,), "uint8", offset_factor=1),
+    b: T.Buffer((16, 4), "int8", offset_factor=1),
+    c: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
+) -> None:
     with T.sblock("root"):
         T.reads(c[0:16], a[0:4], b[0:16, 0:4])
         T.writes(c[0:16])
@@ -72,9 +74,11 @@ def _dot_desc(a: T.Buffer((4,), "uint8", offset_factor=1),
 
 
 @T.prim_func(s_tir=True)
-def _dot_vnni(a: T.Buffer((4,), "uint8", offset_factor=1),
-              b: T.Buffer((16, 4), "int8", offset_factor=1),
-              c: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+def _dot_vnni(
+    a: T.Buffer((4,), "uint8", offset_factor=1),
+    b: T.Buffer((16, 4), "int8", offset_factor=1),
+    c: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
+) -> None:
     with T.sblock("root"):
         T.reads(c[0:16], a[0:4], b[0:16, 0:4])
         T.writes(c[0:16])
@@ -83,17 +87,22 @@ def _dot_vnni(a: T.Buffer((4,), "uint8", offset_factor=1),
         a_u8 = T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64")
         c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
             T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-            c.vload([0], dtype="int32x16"), a_u8, b.vload([0, 0], dtype="int8x64"),
-            dtype="int32x16")
+            c.vload([0], dtype="int32x16"),
+            a_u8,
+            b.vload([0, 0], dtype="int8x64"),
+            dtype="int32x16",
+        )
 
 
 AVX2_INTRIN = "optc_dot_8x2_pmaddwd_local"
 
 
 @T.prim_func(s_tir=True)
-def _dot2_desc(a: T.Buffer((2,), "uint8", offset_factor=1),
-               b: T.Buffer((8, 2), "int8", offset_factor=1),
-               c: T.Buffer((8,), "int32", offset_factor=1, scope="local")) -> None:
+def _dot2_desc(
+    a: T.Buffer((2,), "uint8", offset_factor=1),
+    b: T.Buffer((8, 2), "int8", offset_factor=1),
+    c: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+) -> None:
     with T.sblock("root"):
         T.reads(c[0:8], a[0:2], b[0:8, 0:2])
         T.writes(c[0:8])
@@ -105,9 +114,11 @@ def _dot2_desc(a: T.Buffer((2,), "uint8", offset_factor=1),
 
 
 @T.prim_func(s_tir=True)
-def _dot2_pmaddwd(a: T.Buffer((2,), "uint8", offset_factor=1),
-                  b: T.Buffer((8, 2), "int8", offset_factor=1),
-                  c: T.Buffer((8,), "int32", offset_factor=1, scope="local")) -> None:
+def _dot2_pmaddwd(
+    a: T.Buffer((2,), "uint8", offset_factor=1),
+    b: T.Buffer((8, 2), "int8", offset_factor=1),
+    c: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+) -> None:
     with T.sblock("root"):
         T.reads(c[0:8], a[0:2], b[0:8, 0:2])
         T.writes(c[0:8])
@@ -116,10 +127,16 @@ def _dot2_pmaddwd(a: T.Buffer((2,), "uint8", offset_factor=1),
         # bound here would become local buffers.
         c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
             T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-            T.cast(T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x2"),
-                                                           dtype="uint16"), 8),
-                                 dtype="uint8x16"), "int16x16"),
-            T.cast(b.vload([0, 0], dtype="int8x16"), "int16x16"), dtype="int32x8")
+            T.cast(
+                T.reinterpret(
+                    T.broadcast(T.reinterpret(a.vload([0], "uint8x2"), dtype="uint16"), 8),
+                    dtype="uint8x16",
+                ),
+                "int16x16",
+            ),
+            T.cast(b.vload([0, 0], dtype="int8x16"), "int16x16"),
+            dtype="int32x8",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,11 +172,17 @@ def packed_kernel(block: s_tir.SBlock) -> tuple[DotKernel, tirx.Buffer] | None:
         return None
     for region in block.reads:
         buf = region.source
-        shape = [int(d) for d in buf.shape] if all(
-            isinstance(d, tirx.IntImm) for d in buf.shape) else []
+        shape = (
+            [int(d) for d in buf.shape]
+            if all(isinstance(d, tirx.IntImm) for d in buf.shape)
+            else []
+        )
         for kernel in KERNELS:
-            if str(buf.dtype) == kernel.weight_dtype and len(shape) == 4 and \
-                    shape[2:] == [kernel.lanes, kernel.group]:
+            if (
+                str(buf.dtype) == kernel.weight_dtype
+                and len(shape) == 4
+                and shape[2:] == [kernel.lanes, kernel.group]
+            ):
                 return kernel, buf
     return None
 
@@ -193,8 +216,9 @@ def _tile(rows: int, vectors: int, max_acc: int = _MAX_ACC) -> tuple[int, int]:
     return best
 
 
-def schedule_vnni(sch: s_tir.Schedule, info: SBlockInfo, epilogue: SBlockInfo | None,
-                  cpu: CpuInfo) -> bool:
+def schedule_vnni(
+    sch: s_tir.Schedule, info: SBlockInfo, epilogue: SBlockInfo | None, cpu: CpuInfo
+) -> bool:
     """Schedule the packed int8 contraction ``info`` (and its epilogue); False if it is
     not one (spatial axes ``[batch..., row, col]``, one reduction axis over K)."""
     found = packed_kernel(sch.get(info.block_rv))
@@ -223,7 +247,7 @@ def schedule_vnni(sch: s_tir.Schedule, info: SBlockInfo, epilogue: SBlockInfo | 
     else:
         writer = sch.cache_write(info.block_rv, 0, "local")
         sch.reverse_compute_at(writer, outer[-1], preserve_unit_loops=True)
-    unroll_and_vectorize(sch, sch.get_loops(writer)[len(outer):], kernel.lanes)
+    unroll_and_vectorize(sch, sch.get_loops(writer)[len(outer) :], kernel.lanes)
     fused = sch.fuse(*outer)
     if cpu.cores > 1 and math.prod(extents) >= PARALLEL_MIN_MACS:
         sch.parallel(fused)
@@ -232,6 +256,5 @@ def schedule_vnni(sch: s_tir.Schedule, info: SBlockInfo, epilogue: SBlockInfo | 
     sch.unroll(r_in)
     sch.unroll(c_vec)
     sch.tensorize(c_lane, kernel.intrinsic())
-    logger.debug("%s contraction %s: tile %d x %d", kernel.name, info.name, tile_rows,
-                 tile_vectors)
+    logger.debug("%s contraction %s: tile %d x %d", kernel.name, info.name, tile_rows, tile_vectors)
     return True

@@ -54,9 +54,11 @@ def packed_dense(data: te.Tensor, packed: te.Tensor) -> te.Tensor:
 
     def body(*index: tvm.tirx.Var) -> tvm.tirx.PrimExpr:
         n = index[-1]
-        return te.sum(data[(*index[:-1], k)].astype("int32")
-                      * packed[n // lanes, k // group, n % lanes, k % group].astype("int32"),
-                      axis=k)
+        return te.sum(
+            data[(*index[:-1], k)].astype("int32")
+            * packed[n // lanes, k // group, n % lanes, k % group].astype("int32"),
+            axis=k,
+        )
 
     return te.compute((*data.shape[:-1], cols), body, name="vnni_dense")
 
@@ -100,10 +102,14 @@ def _dense_weight(call: relax.Call) -> np.ndarray | None:
     if call.op.name != "relax.nn.conv2d":
         return None
     attrs = call.attrs
-    plain = (attrs.data_layout == "NHWC" and attrs.kernel_layout == "HWIO"
-             and attrs.out_layout == "NHWC" and int(attrs.groups) == 1
-             and all(int(v) == 1 for v in [*attrs.strides, *attrs.dilation])
-             and not any(int(p) for p in attrs.padding))
+    plain = (
+        attrs.data_layout == "NHWC"
+        and attrs.kernel_layout == "HWIO"
+        and attrs.out_layout == "NHWC"
+        and int(attrs.groups) == 1
+        and all(int(v) == 1 for v in [*attrs.strides, *attrs.dilation])
+        and not any(int(p) for p in attrs.padding)
+    )
     return weight[0, 0] if plain and weight.shape[:2] == (1, 1) else None
 
 
@@ -118,13 +124,20 @@ class _PackForVnni(relax.PyExprMutator):
         weight = _dense_weight(call)
         if weight is None:
             return call
-        kernel = next((k for k in self.kernels if weight.shape[0] % k.group == 0
-                       and weight.shape[1] % k.lanes == 0), None)
+        kernel = next(
+            (
+                k
+                for k in self.kernels
+                if weight.shape[0] % k.group == 0 and weight.shape[1] % k.lanes == 0
+            ),
+            None,
+        )
         if kernel is None:
             return call
         packed = relax.const(pack_weight(weight, kernel), kernel.weight_dtype)
-        return self.builder_.call_te(packed_dense, call.args[0], packed,
-                                     primfunc_name_hint="vnni_dense")
+        return self.builder_.call_te(
+            packed_dense, call.args[0], packed, primfunc_name_hint="vnni_dense"
+        )
 
 
 def pack_vnni_pass(target: tvm.target.Target) -> tvm.transform.Pass:
