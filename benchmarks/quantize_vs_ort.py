@@ -1,7 +1,7 @@
 """optc mixed-precision + TVM vs onnxruntime's static int8 quantization, side by side.
 
-For each model (the digits CNN, EfficientNet-Lite0 on real photos, MiniLM-L6), batch 1,
-all in one process with the same thread count:
+For each model (the digits and Fashion-MNIST CNNs, EfficientNet-Lite0 on real photos,
+MiniLM-L6), batch 1, all in one process with the same thread count:
 
 - fp32: optc's TVM build and onnxruntime on the same (BatchNorm-folded) ONNX model;
 - optc ``mixed-precision`` (``quantize_mixed``) at its default ``max-drop`` (0.01) on the
@@ -11,12 +11,13 @@ all in one process with the same thread count:
   activations, MinMax calibration on the same calibration set), run by onnxruntime.
 
 Latencies are medians over ``--repeat`` calls after warm-up, the four variants of a model
-timed in interleaved rounds (so that a change of load hits them alike); quality is accuracy on the
-held-out digits (with labels), else top-1 agreement and logit cosine with the fp32 model
-(EfficientNet on crops/flips of scikit-learn's two sample photos), else cosine of the
-mean-pooled sentence embedding (MiniLM). Library sizes are the exported ``.so`` files.
+timed in interleaved rounds (so that a change of load hits them alike); quality is accuracy
+on the held-out digits / Fashion-MNIST images (with labels), else top-1 agreement and logit
+cosine with the fp32 model (EfficientNet on crops/flips of scikit-learn's two sample
+photos), else cosine of the mean-pooled sentence embedding (MiniLM). Library sizes are the
+exported ``.so`` files.
 
-    python benchmarks/quantize_vs_ort.py --models digits --repeat 20
+    python benchmarks/quantize_vs_ort.py --models digits fashion --repeat 20
     python benchmarks/quantize_vs_ort.py --models efficientnet_lite0 minilm --fast
 
 ``--fast`` makes the sensitivity analysis cheap (1 Hutchinson sample, 2 sensitivity
@@ -51,8 +52,8 @@ from optc.pipeline import PassContext, parse_pipeline
 from optc.quant import Options, quantize_mixed
 
 THREADS = 2
-MODELS = ("digits", "efficientnet_lite0", "minilm")
-DIGITS = Path(__file__).resolve().parent.parent / "examples" / "models"
+MODELS = ("digits", "fashion", "efficientnet_lite0", "minilm")
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "models"
 FOLD = "fold-constants,fold-batchnorm,eliminate-dead-code"
 SENTENCES = (
     "A compiler lowers a model to fast code for the device it runs on.",
@@ -90,16 +91,18 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
 
 
-def digits_case(work: Path) -> Case:
-    data = np.load(DIGITS / "digits_test.npz")
+def labeled_case(name: str) -> Case:
+    """A CNN bundled in examples/models with its held-out test images (``<name>_test.npz``):
+    the first 256 calibrate (with labels), the rest measure task accuracy."""
+    data = np.load(EXAMPLES / f"{name}_test.npz")
     images, labels = data["input"], data["labels"]
     held_out = labels[256:]
 
     def accuracy(outs: list[np.ndarray], _ref: list[np.ndarray]) -> float:
         return float(np.mean([o.argmax() == y for o, y in zip(outs, held_out, strict=True)]))
 
-    graph = parse_pipeline(FOLD).run(optc.load_onnx(DIGITS / "digits_cnn.onnx")).graph
-    return Case("digits", graph, {"input": images[:256], "labels": labels[:256]},
+    graph = parse_pipeline(FOLD).run(optc.load_onnx(EXAMPLES / f"{name}_cnn.onnx")).graph
+    return Case(name, graph, {"input": images[:256], "labels": labels[:256]},
                 [{"input": x[None]} for x in images[256:]], "accuracy", accuracy)
 
 
@@ -157,8 +160,9 @@ def minilm_case(work: Path) -> Case:
 
 
 def load_case(model: str, work: Path) -> Case:
-    return {"digits": digits_case, "efficientnet_lite0": efficientnet_case,
-            "minilm": minilm_case}[model](work)
+    if model in ("digits", "fashion"):
+        return labeled_case(model)
+    return {"efficientnet_lite0": efficientnet_case, "minilm": minilm_case}[model](work)
 
 
 ROUNDS = 5

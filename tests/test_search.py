@@ -72,10 +72,12 @@ def test_candidates_are_distinct_verified_graphs(evaluated: tuple) -> None:
     candidates, _, _ = evaluated
     # How many bit sets give distinct graphs depends on the CPU: the pass's proxy skips a
     # width that is not faster here (fp16 without float16 arithmetic; 4-bit weights,
-    # stored as int8 codes), and such a proposal then yields a graph seen before.
-    assert len(candidates) >= 3
-    assert candidates[0].text == "fold-batchnorm,mixed-precision{hutchinson-samples=2 " \
-                                 "calib-samples=64 sensitivity-samples=16}"
+    # stored as int8 codes; int8 3x3 convolutions, a generic int32 loop in optc's code),
+    # and such a proposal then yields a graph seen before.
+    assert len(candidates) >= 2
+    default = "fold-batchnorm,mixed-precision{hutchinson-samples=2 calib-samples=64 " \
+              "sensitivity-samples=16}"
+    assert default in {c.text for c in candidates} | {t for c in candidates for t in c.same_graph}
     assert len({graph_key(c.graph) for c in candidates}) == len(candidates)
     for candidate in candidates:
         optc.verify(candidate.graph)

@@ -10,8 +10,9 @@ In order of preference:
    host (``host_rates``): a float32 layer costs its weight bytes at a nominal 100 GB/s
    plus its multiply-accumulates at a nominal 1e12 MAC/s; other precisions cost a
    measured factor of that (``ProxyRates``; native float16: bytes as stored plus twice
-   the float32 rate). Only its ratios matter: it ranks assignments, it does not
-   predict a device.
+   the float32 rate; int8 by the kind of kernel optc gives the layer,
+   ``optc.quant.layers.int8_kind``). Only its ratios matter: it ranks assignments, it
+   does not predict a device.
 
 Why the proxy is host-aware: a flat "float16 is twice float32, int8 four times" made the
 search keep MiniLM's layers at fp16 on a CPU without float16 arithmetic (x86 before
@@ -66,6 +67,15 @@ INT8_VNNI = 2.3 / 5.2
 # measured on Zen 3 (2 threads, same process): MiniLM-L6 all-w8a8 26.8 ms vs fp32
 # 54.4 ms (EfficientNet-Lite0 all-w8a8 was faster still relative to fp32).
 INT8_NO_VNNI = 26.8 / 54.4
+# Convolutions without a packed int8 kernel (``optc.quant.layers.int8_kind``), measured
+# per kernel on Zen 3 (AVX2, 2 threads, kernel minima): the Fashion-MNIST CNN's 3x3
+# convolutions (32 -> 64 channels at 14x14, 64 -> 128 at 7x7) took 433 + 183 us in int8
+# against 74 + 86 us in float32 — all-int8, the model ran 2x slower than in float32.
+# A stem runs in float32 (quantized activations around it). Depthwise convolutions keep
+# the int8 factor: per kernel they are slower than float, but in float their neighbours
+# read and write float32 activations, and EfficientNet-Lite0 ran ~10 % slower end to end.
+INT8_SPATIAL = (433 + 183) / (74 + 86)
+INT8_STEM = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,13 +90,17 @@ class ProxyRates:
     fp16_factor: float | None = FP16_WIDENED
     weight_only_factor: float | None = WEIGHT_ONLY_WIDENED
     int8_factor: float = INT8_NO_VNNI
+    int8_spatial_factor: float = INT8_SPATIAL
+    int8_stem_factor: float = INT8_STEM
 
     def layer_seconds(self, layer: Layer, precision: LayerPrecision) -> float:
         fp32 = layer.weight_elements * 4 / self.bandwidth + layer.macs / self.fp32_macs
         if precision == FP32:
             return fp32
         if precision.act_bits == 8:  # uint8 x int8 -> int32 kernels
-            return fp32 * self.int8_factor
+            factor = {"spatial": self.int8_spatial_factor,
+                      "stem": self.int8_stem_factor}.get(layer.kind, self.int8_factor)
+            return fp32 * factor
         factor = self.fp16_factor if precision.weight_bits == 16 else self.weight_only_factor
         if factor is not None:
             return fp32 * factor

@@ -31,6 +31,7 @@ class Layer:
     channel_axis: int  # the weight axis of output channels (per-channel scales)
     macs: int          # multiply-accumulates per sample (0 when shapes are unknown)
     weight_elements: int
+    kind: str = "dot"  # how optc's int8 code runs it: see ``int8_kind``
 
 
 def quantizable_layers(graph: Graph) -> tuple[Layer, ...]:
@@ -63,7 +64,32 @@ def _layer(graph: Graph, node: Node) -> Layer | None:
     if axis is None:
         return None
     return Layer(node.outputs[0].name, node.name, node.op, data, weight, bias, axis,
-                 _macs(graph, node, array.size, axis, array.shape), int(array.size))
+                 _macs(graph, node, array.size, axis, array.shape), int(array.size),
+                 int8_kind(node, array.shape))
+
+
+def int8_kind(node: Node, weight_shape: tuple[int, ...]) -> str:
+    """Which int8 kernel ``optc.codegen`` gives the layer, which decides its speed:
+
+    - ``"dot"``: matmul, Gemm and 1x1 convolutions with one group — packed int8 weights
+      and dot-product instructions (``vpdpbusd`` / ``vpmaddwd``, ``schedules/vnni.py``);
+    - ``"depthwise"``: one input channel per group — a vectorized int32 loop;
+    - ``"stem"``: fewer than 8 input channels — computed in float32 on x86 (there is
+      nothing to pack; ``optc.codegen.quantized._float_conv``);
+    - ``"spatial"``: any other convolution (3x3 with many channels) — a generic
+      vectorized int32 loop, much slower than optc's float32 kernel for it.
+    """
+    if node.op != "Conv" or len(weight_shape) < 3:
+        return "dot"
+    groups = int(node.attr("group", 1))
+    per_group_in = int(weight_shape[1])
+    if groups > 1 and per_group_in == 1:
+        return "depthwise"
+    if per_group_in * groups < 8:
+        return "stem"
+    if groups == 1 and all(int(k) == 1 for k in weight_shape[2:]):
+        return "dot"
+    return "spatial"
 
 
 def _channel_axis(node: Node, rank: int) -> int | None:
