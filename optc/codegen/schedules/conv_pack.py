@@ -36,6 +36,10 @@ from .hw import cpu_info
 
 # Below this many multiply-adds the weights are small enough to stay cached unpacked.
 _MIN_MACS = 1_000_000
+# A matmul weight is read whole for every few rows, so its size decides, not its MACs:
+# beyond the L1 cache (32 KiB) an unpacked ``[K, N]`` weight costs one cache line per row
+# of ``K`` for each tile (MiniLM's 16-token 1536x384 matmul ran at 11 GMAC/s unpacked).
+_MIN_DENSE_BYTES = 32 * 1024
 
 
 def panel_width(out_channels: int, lanes: int) -> int | None:
@@ -163,7 +167,7 @@ class _PackConvWeights(relax.PyExprMutator):
             return call
         depth, cols = weight.shape
         width = panel_width(cols, self.lanes)
-        if width is None or depth * cols < _MIN_MACS or call.args[0].ty.ndim < 2:
+        if width is None or call.args[0].ty.ndim < 2 or depth * cols * 4 < _MIN_DENSE_BYTES:
             return call
         packed = pack_weight(weight.reshape(1, 1, depth, cols), width)[:, 0, 0]
         return self.builder_.call_te(

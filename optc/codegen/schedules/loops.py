@@ -13,6 +13,7 @@ PARALLEL_MIN_ELEMS = 1 << 14
 PARALLEL_MIN_CHUNKS = 64
 # Narrower vectors than this do not pay for splitting an axis by its index period.
 _MIN_NARROW_LANES = 4
+_IF_THEN_ELSE = ir.Op.get("prim.if_then_else")
 
 
 def extent(sch: s_tir.Schedule, loop: LoopRV) -> int | None:
@@ -105,6 +106,8 @@ def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, lanes: int, cores: 
         sch.vectorize(vec)
         parallel_prefix(sch, sch.get_loops(block)[: len(loops) - 1], elems, cores)
         return
+    if _split_at_selects(sch, block, loops, lanes, elems, cores):
+        return
     # Fuse a short innermost axis with its parent so that the vector is filled, when the
     # pair is contiguous in the written buffer (the common NHWC case with few channels).
     ext = extent(sch, inner)
@@ -164,3 +167,75 @@ def _index_period(sch: s_tir.Schedule, block: SBlockRV) -> int | None:
             visit(rng.min)
     periods = [k for k in found if 1 < k < int(ext) and int(ext) % k == 0]
     return min(periods) if periods else None
+
+
+def _split_at_selects(
+    sch: s_tir.Schedule, block: SBlockRV, loops: list[LoopRV], lanes: int, elems: int, cores: int
+) -> bool:
+    """A concatenation along the innermost axis (``if_then_else(288 <= c, b[c - 288],
+    a[c])``, alone or inlined into a BN / ReLU after it): split that loop at the
+    boundaries into one loop per input, each vectorized. Unsplit, every vector loads from
+    every input and selects per lane (DenseNet's 58 concatenations, 2-3x the bytes of a
+    copy); split, each range reads one input and the condition folds away.
+
+    Only where every boundary is a whole number of vectors; True when done."""
+    inner = loops[-1]
+    ext = extent(sch, inner)
+    if ext is None or len(loops) < 2:
+        return False
+    cuts = sorted(b for b in _select_boundaries(sch, block) if 0 < b < ext)
+    if not cuts or any(b % lanes for b in cuts) or ext % lanes:
+        return False
+    sizes = [(b - a) // lanes for a, b in zip([0, *cuts[:-1]], cuts, strict=True)]
+    vectors, lane = sch.split(inner, [None, lanes])
+    sch.vectorize(lane)
+    parallel_prefix(sch, loops[:-1], elems, cores)
+    # Partitioned by whole vectors: each part's vector loop keeps its own block, whose
+    # channel range decides every condition (the last part takes the rest).
+    sch.loop_partition(vectors, [*sizes, None])
+    return True
+
+
+def _select_boundaries(sch: s_tir.Schedule, block: SBlockRV) -> set[int]:
+    """Constants ``K`` of the conditions ``K <= c`` / ``c < K`` (and their mirrors) of the
+    ``if_then_else`` calls and selects in ``block``, ``c`` being its innermost iterator:
+    where the value switches from one input to the next."""
+    stmt = sch.get(block)
+    if not stmt.iter_vars:
+        return set()
+    var = stmt.iter_vars[-1].var
+    found: set[int] = set()
+
+    def cut(cond: ir.expr.Expr) -> None:
+        if isinstance(cond, (tirx.And, tirx.Or)):
+            cut(cond.a)
+            cut(cond.b)
+            return
+        if not isinstance(cond, (tirx.LT, tirx.LE, tirx.GT, tirx.GE)):
+            return
+        a, b = cond.a, cond.b
+        if a.same_as(var) and isinstance(b, tirx.IntImm):
+            # c < K, c >= K: switch at K; c <= K, c > K: at K + 1.
+            found.add(int(b.value) + (1 if isinstance(cond, (tirx.LE, tirx.GT)) else 0))
+        elif b.same_as(var) and isinstance(a, tirx.IntImm):
+            # K <= c, K > c: switch at K; K < c, K >= c: at K + 1.
+            found.add(int(a.value) + (1 if isinstance(cond, (tirx.LT, tirx.GE)) else 0))
+
+    def visit(node: object) -> None:
+        if isinstance(node, tirx.Select):
+            cut(node.condition)
+        elif isinstance(node, ir.Call) and node.op.same_as(_IF_THEN_ELSE):
+            cut(node.args[0])
+        children = [
+            getattr(node, f, None)
+            for f in ("a", "b", "value", "condition", "true_value", "false_value")
+        ]
+        children += list(getattr(node, "args", None) or [])
+        for child in children:
+            if isinstance(child, ir.expr.Expr):
+                visit(child)
+
+    store = stmt.body
+    if isinstance(store, tirx.BufferStore):
+        visit(store.value)
+    return found
