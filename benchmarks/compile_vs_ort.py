@@ -1,10 +1,11 @@
 """optc-compiled latency vs onnxruntime vs torch eager, side by side, on this host.
 
 For each model (onnx's ``light`` CNNs, MiniLM-L6, EfficientNet-Lite0; fp32, batch 1):
-``optc.compile_model(..., target="host")`` builds, checks and times the model; then, in
-the same process and with the same thread count, onnxruntime and (where a torch module
-exists) torch eager are timed on the same inputs. Every figure is a median over
-``--repeat`` runs after warm-up. Printed: the medians, the ratios optc/ORT and
+``optc.compile_model(..., target="host")`` builds and checks the model; then, in the
+same process and with the same thread count, optc's artifact, onnxruntime and (where a
+torch module exists) torch eager are timed on the same inputs in interleaved rounds
+(``timing.py``: a change of load on a shared machine hits them alike). Every figure is a
+median over ``--repeat`` runs after warm-up. Printed: the medians, the ratios optc/ORT and
 torch/ORT, their geometric means, and the roofline's predicted latency vs optc's
 measured one (MAPE).
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import tempfile
@@ -35,14 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-# TVM's worker threads spin (pinned to cores) after each run; onnxruntime, timed right
-# after in this same process, then competes with them for the 2 cores. Idle TVM workers
-# must sleep so that each runtime is timed alone. Set before TVM is first used.
-os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
-os.environ.setdefault("TVM_BIND_THREADS", "0")
+from timing import interleaved_medians
 
 from optc import zoo
+from optc.codegen import load_artifact
+from optc.codegen.run import device_tensors
 from optc.compiler import compile_model
 
 THREADS = 2
@@ -64,17 +61,6 @@ class Row:
     @property
     def ratio(self) -> float:
         return self.optc_s / self.ort_s
-
-
-def median_time(fn: Callable[[], Any], repeat: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def prepare(model: str, folder: Path) -> tuple[Path, dict[str, np.ndarray], Any]:
@@ -120,24 +106,31 @@ def bench_model(model: str, repeat: int, tune: int, work: Path) -> Row:
     started = time.perf_counter()
     result = compile_model(path, "host", work / f"{model}.optc", repeat=repeat, tune=tune)
     compile_s = time.perf_counter() - started
-    untuned_s = tune_s = None
+    tune_s = None
+    plain = None
     if tune:
         tune_s = float(result.report["stages_s"]["tune"])
         plain = compile_model(path, "host", work / f"{model}-untuned.optc", repeat=repeat)
-        untuned_s = float(plain.report["measured"]["median_s"])
-    measured = result.report["measured"]
     predicted = result.report.get("predicted") or {}
+    artifact = load_artifact(result.artifact)
+    args = device_tensors(artifact.manifest.inputs, feeds, artifact.device)
     session = ort_session(path)
-    ort_s = median_time(lambda: session.run(None, feeds), repeat)
-    torch_s = median_time(torch_runner(module, feeds), repeat) if module is not None else None
+    runs = {"optc": lambda: artifact.vm["main"](*args), "ort": lambda: session.run(None, feeds)}
+    if module is not None:
+        runs["torch"] = torch_runner(module, feeds)
+    if plain is not None:
+        untuned = load_artifact(plain.artifact)
+        untuned_args = device_tensors(untuned.manifest.inputs, feeds, untuned.device)
+        runs["untuned"] = lambda: untuned.vm["main"](*untuned_args)
+    medians = interleaved_medians(runs, repeat)
     return Row(
         model,
-        float(measured["median_s"]),
-        ort_s,
-        torch_s,
+        medians["optc"],
+        medians["ort"],
+        medians.get("torch"),
         predicted.get("latency_s"),
         compile_s,
-        untuned_s,
+        medians.get("untuned"),
         tune_s,
     )
 

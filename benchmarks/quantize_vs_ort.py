@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
-import statistics
 import sys
 import tempfile
 import time
@@ -40,11 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-# Idle TVM workers must sleep, or they compete with onnxruntime (timed in the same
-# process) for the two cores; see benchmarks/compile_vs_ort.py. Set before TVM loads.
-os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
-os.environ.setdefault("TVM_BIND_THREADS", "0")
+from timing import interleaved_medians
 
 import optc
 from optc import zoo
@@ -163,27 +157,6 @@ def load_case(model: str, work: Path) -> Case:
     if model in ("digits", "fashion"):
         return labeled_case(model)
     return {"efficientnet_lite0": efficientnet_case, "minilm": minilm_case}[model](work)
-
-
-ROUNDS = 5
-
-
-def interleaved_medians(runs: dict[str, Callable[[], Any]], repeat: int, warmup: int = 3,
-                        rounds: int = ROUNDS) -> dict[str, float]:
-    """Median seconds per call of each of ``runs``, timed in ``rounds`` interleaved rounds
-    of ``repeat / rounds`` calls each (``repeat`` calls in all per variant)."""
-    for run in runs.values():
-        for _ in range(warmup):
-            run()
-    samples: dict[str, list[float]] = {name: [] for name in runs}
-    per_round = max(1, -(-repeat // rounds))
-    for _ in range(rounds):
-        for name, run in runs.items():
-            for _ in range(per_round):
-                start = time.perf_counter()
-                run()
-                samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def tvm_runner(graph: optc.Graph, folder: Path, name: str) -> tuple[Runner, Any, int]:
