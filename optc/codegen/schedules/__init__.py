@@ -24,7 +24,12 @@ every kernel is a scalar, serial loop nest. This package supplies:
 - ``cpu_pipeline(target)``: the whole Relax pipeline with both of the above, for
   ``tvm.compile(mod, target, relax_pipeline=cpu_pipeline(target))``;
 - ``tune(mod, target, trials, work_dir)``: MetaSchedule on top, with a JSON database in
-  ``work_dir`` that later compiles pick up (``tune.py``).
+  ``work_dir`` that later compiles pick up (``tune.py``). Its design space is optc's own
+  contraction rule with the register tile, loop order and parallel-or-serial as sampled
+  decisions (``space.py``), seeded with the measured untuned schedule so that a tuned
+  record is never slower; candidates are built by two persistent workers that never
+  import TVM's tensor-intrinsic library (``measure.py``: that import alone took 29 s per
+  worker and batch).
 
 How ``optc.codegen.build`` uses it (its ``relax_pipeline`` hooks)::
 
