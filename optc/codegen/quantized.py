@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 import numpy as np
 import tvm
@@ -226,17 +227,7 @@ class _LowerContractions(_Resolving):
                 )
                 act = dataclasses.replace(act, zero=0)
         acc = self.builder_.emit(
-            relax.op.nn.conv2d(
-                data,
-                relax.const(weight.codes, "int8"),
-                strides=attrs.strides,
-                padding=padding,
-                dilation=attrs.dilation,
-                groups=attrs.groups,
-                data_layout="NCHW",
-                kernel_layout="OIHW",
-                out_dtype=out_dtype,
-            )
+            _nchw_conv2d(data, relax.const(weight.codes, "int8"), attrs, padding, out_dtype)
         )
         sums = weight.codes.astype(np.int64).sum(axis=(1, 2, 3))
         return self._rescale(call, acc, act, scale, sums, [1, -1, 1, 1])
@@ -271,16 +262,12 @@ class _LowerContractions(_Resolving):
             )
         scale = weight.channel_scale(0)
         real = weight.codes.astype(np.float32) * scale.reshape(-1, 1, 1, 1)
-        return relax.op.nn.conv2d(
+        return _nchw_conv2d(
             data,
             relax.const(real.astype(np.float32), "float32"),
-            strides=attrs.strides,
-            padding=padding,
-            dilation=attrs.dilation,
-            groups=attrs.groups,
-            data_layout="NCHW",
-            kernel_layout="OIHW",
-            out_dtype=str(call.ty.dtype),
+            attrs,
+            padding,
+            str(call.ty.dtype),
         )
 
     def _unpadded(self, act: IntActivation) -> tuple[IntActivation, list[int]] | None:
@@ -360,6 +347,24 @@ def _stem_conv(call: relax.Call, codes: np.ndarray) -> bool:
     """A spatial conv over fewer input channels than a vector holds (an image model's
     stem): its int8 form is a generic int32 loop over the taps (see ``_float_conv``)."""
     return int(call.attrs.groups) == 1 and codes.shape[1] < 8 and codes.shape[2:] != (1, 1)
+
+
+def _nchw_conv2d(
+    data: relax.Expr, weight: relax.Expr, attrs: Any, padding: list[int], out_dtype: str
+) -> relax.Expr:
+    """An NCHW / OIHW conv2d with ``attrs``' strides, dilation and groups, and ``padding``
+    (the original's, or with an absorbed pad added)."""
+    return relax.op.nn.conv2d(
+        data,
+        weight,
+        strides=attrs.strides,
+        padding=padding,
+        dilation=attrs.dilation,
+        groups=attrs.groups,
+        data_layout="NCHW",
+        kernel_layout="OIHW",
+        out_dtype=out_dtype,
+    )
 
 
 def _scalar(value: float, dtype: str) -> relax.Expr:

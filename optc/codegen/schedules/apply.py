@@ -99,12 +99,18 @@ def schedule_contraction_with(sch: s_tir.Schedule, cpu: CpuInfo, knobs: Knobs) -
     exactly as ``schedule_prim_func`` does with the defaults. False (``sch`` possibly
     half-scheduled: use a copy) if ``sch`` is no such function."""
     infos = normalize_prim_func(sch)
-    if infos is None:
-        return False
-    reductions = [info for info in infos if not info.is_injective()]
-    if len(reductions) != 1 or packed_kernel(sch.get(reductions[0].block_rv)) is not None:
+    if infos is None or float_reduction(sch, infos) is None:
         return False
     return _schedule_contraction_func(sch, infos, cpu, knobs)
+
+
+def float_reduction(sch: s_tir.Schedule, infos: list[SBlockInfo]) -> SBlockInfo | None:
+    """The function's one reduction block, None if it has several or if it is an
+    integer kernel with a packed form (``vnni.py``; not part of the tuning space)."""
+    reductions = [info for info in infos if not info.is_injective()]
+    if len(reductions) != 1 or packed_kernel(sch.get(reductions[0].block_rv)) is not None:
+        return None
+    return reductions[0]
 
 
 def _refresh(sch: s_tir.Schedule, con: Contraction) -> Contraction | None:

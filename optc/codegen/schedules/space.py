@@ -27,11 +27,10 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 
 from .analysis import as_contraction
-from .apply import schedule_contraction_with
+from .apply import float_reduction, schedule_contraction_with
 from .contraction import _MAX_ACC_FRACTION, _MAX_ROWS, PARALLEL_MIN_MACS, Factor, Knobs, Tile
 from .hw import CpuInfo, cpu_info
 from .measure import preload_tensor_intrin
-from .vnni import packed_kernel
 
 # Row tiles the search may pick (besides the default); beyond 16 code size only grows.
 _ROW_CHOICES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16)
@@ -77,12 +76,10 @@ def contraction_macs(func: tirx.PrimFunc) -> int | None:
     integer kernel for ``vnni.py`` (not part of this space)."""
     sch = s_tir.Schedule(func)
     infos = normalize_prim_func(sch)
-    if infos is None:
+    reduction = None if infos is None else float_reduction(sch, infos)
+    if reduction is None:
         return None
-    reductions = [info for info in infos if not info.is_injective()]
-    if len(reductions) != 1 or packed_kernel(sch.get(reductions[0].block_rv)) is not None:
-        return None
-    con = as_contraction(sch, reductions[0])
+    con = as_contraction(sch, reduction)
     if con is None or not all(isinstance(it.dom, (int, tirx.IntImm)) for it in con.info.iters):
         return None
     return math.prod(int(it.dom) for it in con.info.iters)
