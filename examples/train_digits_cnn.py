@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cnn_training import conv_bn_relu, export_classifier, train_classifier
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
@@ -24,9 +25,7 @@ SEED = 0
 
 
 def build_model() -> nn.Module:
-    def block(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
-
+    block = conv_bn_relu
     return nn.Sequential(
         *block(1, 16), *block(16, 32), nn.MaxPool2d(2),
         *block(32, 64), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
@@ -40,21 +39,6 @@ def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
                             random_state=SEED, stratify=digits.target)
 
 
-def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 30) -> None:
-    torch.manual_seed(SEED)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(xt))
-        for start in range(0, len(xt), 64):
-            idx = order[start:start + 64]
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            optimizer.step()
-    model.eval()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "models")
@@ -62,14 +46,11 @@ def main() -> None:
     torch.manual_seed(SEED)
     x_train, x_test, y_train, y_test = load_split()
     model = build_model()
-    train(model, x_train, y_train)
+    train_classifier(model, x_train, y_train, epochs=30, lr=3e-3, batch=64, seed=SEED)
     with torch.no_grad():
         accuracy = (model(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean()
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(model, (torch.from_numpy(x_test[:1]),), str(args.out / "digits_cnn.onnx"),
-                      input_names=["input"], output_names=["logits"], opset_version=17,
-                      do_constant_folding=False,  # keep BatchNorm: optc folds it itself
-                      dynamo=False)
+    export_classifier(model, x_test[:1], args.out / "digits_cnn.onnx")
     np.savez_compressed(args.out / "digits_test.npz", input=x_test, labels=y_test)
     print(f"test accuracy {accuracy:.4f} on {len(y_test)} held-out digits -> {args.out}")
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cnn_training import conv_bn_relu, export_classifier, train_classifier
 from torch import nn
 
 SEED = 0
@@ -31,9 +32,7 @@ DEBIAN_DATA = Path("/usr/share/datasets/fashion-mnist")
 
 
 def build_model() -> nn.Module:
-    def block(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
-
+    block = conv_bn_relu
     return nn.Sequential(
         *block(1, 32), nn.MaxPool2d(2),
         *block(32, 64), nn.MaxPool2d(2),
@@ -56,21 +55,6 @@ def load(data: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return (images.astype(np.float32) / 255.0)[:, None], labels.astype(np.int64)
 
 
-def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int) -> None:
-    torch.manual_seed(SEED)
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(xt))
-        for start in range(0, len(xt), 128):
-            idx = order[start:start + 128]
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            optimizer.step()
-    model.eval()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEBIAN_DATA)
@@ -86,17 +70,14 @@ def main() -> int:
     x_train, y_train = load(args.data, "train")
     x_test, y_test = load(args.data, "t10k")
     model = build_model()
-    train(model, x_train, y_train, args.epochs)
+    train_classifier(model, x_train, y_train, epochs=args.epochs, lr=2e-3, batch=128, seed=SEED)
     with torch.no_grad():
         accuracy = float(np.mean([
             (model(torch.from_numpy(x_test[i:i + 1000])).argmax(1).numpy()
              == y_test[i:i + 1000]).mean() for i in range(0, len(x_test), 1000)
         ]))
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(model, (torch.from_numpy(x_test[:1]),), str(args.out / "fashion_cnn.onnx"),
-                      input_names=["input"], output_names=["logits"], opset_version=17,
-                      do_constant_folding=False,  # keep BatchNorm: optc folds it itself
-                      dynamo=False)
+    export_classifier(model, x_test[:1], args.out / "fashion_cnn.onnx")
     np.savez_compressed(args.out / "fashion_test.npz", input=x_test[:args.keep],
                         labels=y_test[:args.keep])
     print(f"test accuracy {accuracy:.4f} on {len(y_test)} test images -> {args.out}")
