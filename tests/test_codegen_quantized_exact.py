@@ -3,7 +3,11 @@
 uint8 x int8 -> int32 contractions, compiled through optc's CPU pipeline (layout
 conversion, AVX2 / VNNI weight packing, schedules), must equal a numpy int64 reference
 bit for bit, at the extremes of the operand ranges too (255 x -128: ``vpmaddwd`` on
-widened pairs cannot saturate, a ``vpmaddubsw`` formulation would).
+widened pairs cannot saturate). ``vpmaddubsw`` (int16 pair sums) would saturate on
+8-bit codes, so it is used only for weights whose codes are all 7-bit (255 x -64 twice
+fits int16), checked here on a Zen 3 target (AVX2, no AVX-512), which this machine runs
+when it has AVX2: 7-bit weights take it, one 8-bit code sends the layer back to
+``vpmaddwd``, and the library really contains the instruction.
 """
 
 from __future__ import annotations
@@ -16,14 +20,39 @@ import pytest
 tvm = pytest.importorskip("tvm")
 from tvm import relax  # noqa: E402
 
-from optc.codegen.host_cpu import host_target  # noqa: E402
+from optc.codegen.host_cpu import cpu_flags, host_target, host_triple  # noqa: E402
 from optc.codegen.relax_pipeline import default_schedule, relax_pipeline  # noqa: E402
-from optc.codegen.schedules.vnni import AVX2, VNNI  # noqa: E402
-from optc.codegen.schedules.vnni_pack import dot_kernel  # noqa: E402
+from optc.codegen.schedules.vnni import AVX2, PMADDUBSW, VNNI, DotKernel  # noqa: E402
+from optc.codegen.schedules.vnni_pack import dot_kernels  # noqa: E402
 
 TARGET = tvm.target.Target(host_target())
-HOST_KERNEL = dot_kernel(TARGET)
-INSTRUCTION = {VNNI: "vpdpbusd", AVX2: "pmadd.wd"}
+INSTRUCTION = {VNNI: "vpdpbusd", AVX2: "pmadd.wd", PMADDUBSW: "pmadd.ub.sw"}
+# x86 with AVX2 and without AVX-512 VNNI: the target of the vpmaddubsw kernel.
+ZEN3 = tvm.target.Target(
+    {"kind": "llvm", "mtriple": host_triple(), "mcpu": "znver3", "num-cores": 2}
+)
+needs_avx2 = pytest.mark.skipif(
+    "avx2" not in (cpu_flags() or ()), reason="running Zen 3 code needs an AVX2 CPU"
+)
+
+
+def packed_for(w_kn: np.ndarray, target: tvm.target.Target = TARGET) -> DotKernel | None:
+    """The kernel ``vnni_pack`` gives a ``[K, N]`` int8 weight on ``target``: the first
+    of ``dot_kernels`` whose shape fits and that is exact for its codes."""
+    depth, cols = w_kn.shape
+    return next(
+        (
+            k
+            for k in dot_kernels(target)
+            if depth % k.group == 0 and cols % k.lanes == 0 and k.exact_for(w_kn)
+        ),
+        None,
+    )
+
+
+def implicit_gemm(w_oihw: np.ndarray) -> np.ndarray:
+    """An OIHW conv weight as the ``[KH * KW * I, O]`` matrix ``vnni_pack`` packs."""
+    return w_oihw.transpose(2, 3, 1, 0).reshape(-1, w_oihw.shape[0])
 
 
 def operands(
@@ -38,18 +67,26 @@ def operands(
     return x, w
 
 
-def compile_module(mod: tvm.IRModule) -> tuple[relax.VirtualMachine, str]:
-    """The VM of ``mod`` built by optc's pipeline, and its scheduled TIR as text."""
+def build(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[relax.VirtualMachine, str, str]:
+    """The VM of ``mod`` built by optc's pipeline for ``target``, its scheduled TIR as
+    text and the library's assembly."""
     seen: dict[str, str] = {}
 
-    def schedule(m: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
-        out = default_schedule(m, target)
+    def schedule(m: tvm.IRModule, t: tvm.target.Target) -> tvm.IRModule:
+        out = default_schedule(m, t)
         seen["tir"] = out.script()
         return out
 
-    pipeline = relax_pipeline(TARGET, schedule=schedule, fuse=True)
-    executable = tvm.compile(mod, target=TARGET, relax_pipeline=pipeline)
-    return relax.VirtualMachine(executable, tvm.cpu()), seen["tir"]
+    pipeline = relax_pipeline(target, schedule=schedule, fuse=True)
+    executable = tvm.compile(mod, target=target, relax_pipeline=pipeline)
+    asm = executable.mod.imports[0].inspect_source("asm")
+    return relax.VirtualMachine(executable, tvm.cpu()), seen["tir"], asm
+
+
+def compile_module(mod: tvm.IRModule) -> tuple[relax.VirtualMachine, str]:
+    """The VM of ``mod`` built by optc's pipeline for this host, and its scheduled TIR."""
+    vm, tir, _ = build(mod, TARGET)
+    return vm, tir
 
 
 def single_op(x: np.ndarray, build: Callable[[relax.Expr], relax.Expr]) -> tvm.IRModule:
@@ -73,8 +110,9 @@ def test_packed_matmul_equals_integer_reference(shape: tuple[int, int, int]) -> 
     x, w = operands(np.random.default_rng(rows), (1, rows, depth), (depth, cols))
     mod = single_op(x, lambda d: relax.op.matmul(d, relax.const(w), out_dtype="int32"))
     vm, tir = compile_module(mod)
-    if HOST_KERNEL is not None:
-        assert INSTRUCTION[HOST_KERNEL] in tir, "the int8 matmul was not packed"
+    kernel = packed_for(w)
+    if kernel is not None:
+        assert INSTRUCTION[kernel] in tir, "the int8 matmul was not packed"
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     want = x.astype(np.int64) @ w.astype(np.int64)
     np.testing.assert_array_equal(got, want)
@@ -109,6 +147,8 @@ def conv_reference(x: np.ndarray, w: np.ndarray, stride: int, pad: int, groups: 
         (32, 32, 3, 1, 32),  # depthwise 3x3 (EfficientNet-Lite's blocks)
         (24, 24, 5, 2, 24),  # depthwise 5x5, strided
         (16, 40, 1, 1, 1),  # 1x1: packed for vpmaddwd / vpdpbusd
+        (32, 64, 3, 1, 1),  # 3x3, padded: an implicit GEMM on the packed kernel
+        (16, 24, 3, 2, 1),  # 3x3, strided
     ],
 )
 def test_int8_convs_equal_integer_reference(
@@ -127,7 +167,122 @@ def test_int8_convs_equal_integer_reference(
         ),
     )
     vm, tir = compile_module(mod)
-    if HOST_KERNEL is not None and kernel == 1:
-        assert INSTRUCTION[HOST_KERNEL] in tir, "the 1x1 int8 conv was not packed"
+    packed = packed_for(implicit_gemm(w)) if groups == 1 else None
+    if packed is not None:
+        assert INSTRUCTION[packed] in tir, "the int8 conv was not packed"
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_array_equal(got, conv_reference(x, w, stride, pad, groups))
+
+
+def seven_bit_operands(
+    rng: np.random.Generator, x_shape: tuple[int, ...], w_shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 activations and 7-bit weight codes, the largest pair sums planted:
+    255 x -64 + 255 x -64 = -32640 and 255 x 63 twice, next to int16's limits."""
+    x = rng.integers(0, 256, x_shape).astype(np.uint8)
+    w = rng.integers(-64, 64, w_shape).astype(np.int8)
+    x.reshape(-1)[: x.size // 4] = 255
+    w.reshape(-1)[: w.size // 8] = -64
+    w.reshape(-1)[w.size // 8 : w.size // 4] = 63
+    return x, w
+
+
+@needs_avx2
+@pytest.mark.parametrize(
+    ("shape", "kernel"),
+    [
+        ((37, 24, 40), PMADDUBSW),
+        ((16, 384, 64), PMADDUBSW),  # MiniLM-like
+        ((16, 1536, 384), PMADDUBSW),  # MiniLM's FFN down-projection
+        ((5, 42, 24), AVX2),  # K = 2 mod 4: no 4-deep groups, vpmaddwd pairs
+        ((3, 27, 16), None),  # odd K: the generic int32 loop
+    ],
+    ids=["odd-rows", "minilm-like", "minilm-ffn", "k-tail-2", "k-odd"],
+)
+def test_pmaddubsw_matmul_equals_integer_reference(
+    shape: tuple[int, int, int], kernel: object
+) -> None:
+    rows, depth, cols = shape
+    x, w = seven_bit_operands(np.random.default_rng(depth), (1, rows, depth), (depth, cols))
+    mod = single_op(x, lambda d: relax.op.matmul(d, relax.const(w), out_dtype="int32"))
+    vm, tir, asm = build(mod, ZEN3)
+    assert ("pmadd.ub.sw" in tir) == (kernel is PMADDUBSW)
+    assert ("vpmaddubsw" in asm) == (kernel is PMADDUBSW)
+    if kernel is AVX2:
+        assert "pmadd.wd" in tir
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, x.astype(np.int64) @ w.astype(np.int64))
+
+
+@needs_avx2
+@pytest.mark.parametrize(
+    ("channels", "out_channels", "size"),
+    [(16, 40, 14), (144, 24, 28), (1152, 192, 7)],  # EfficientNet-Lite0 1x1 convs
+)
+def test_pmaddubsw_1x1_conv_equals_integer_reference(
+    channels: int, out_channels: int, size: int
+) -> None:
+    x, w = seven_bit_operands(
+        np.random.default_rng(channels), (1, channels, size, size), (out_channels, channels, 1, 1)
+    )
+    mod = single_op(x, lambda d: relax.op.nn.conv2d(d, relax.const(w), out_dtype="int32"))
+    vm, tir, asm = build(mod, ZEN3)
+    assert "pmadd.ub.sw" in tir and "vpmaddubsw" in asm
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, conv_reference(x, w, 1, 0, 1))
+
+
+@needs_avx2
+@pytest.mark.parametrize(
+    ("channels", "out_channels", "size", "kernel", "stride", "seven_bit"),
+    [
+        (32, 64, 14, 3, 1, True),  # Fashion-MNIST CNN's second conv
+        (64, 128, 7, 3, 1, True),  # and its third
+        (16, 24, 15, 3, 2, True),  # strided, odd size
+        (32, 16, 12, 5, 1, True),  # 5x5
+        (32, 64, 14, 3, 1, False),  # 8-bit codes: vpmaddwd
+        (6, 16, 8, 3, 1, False),  # channels not a multiple of 4: the generic loop
+    ],
+)
+def test_spatial_conv_as_implicit_gemm_equals_integer_reference(
+    channels: int, out_channels: int, size: int, kernel: int, stride: int, seven_bit: bool
+) -> None:
+    """Zero-padded 3x3 / 5x5 convs (after a ReLU, the zero point is 0) on the packed
+    kernels, over ``k = (ky * KW + kx) * C + c``."""
+    make = seven_bit_operands if seven_bit else operands
+    x, w = make(
+        np.random.default_rng(channels + kernel),
+        (1, channels, size, size),
+        (out_channels, channels, kernel, kernel),
+    )
+    pad = kernel // 2
+    mod = single_op(
+        x,
+        lambda d: relax.op.nn.conv2d(
+            d, relax.const(w), strides=stride, padding=pad, out_dtype="int32"
+        ),
+    )
+    vm, tir, asm = build(mod, ZEN3)
+    # 4 consecutive k must be 4 channels of one pixel: C % 4 == 0
+    expected = None if channels % 4 else packed_for(implicit_gemm(w), ZEN3)
+    assert expected is (None if channels % 4 else PMADDUBSW if seven_bit else AVX2)
+    assert ("vnni_conv" in tir) == (expected is not None)
+    assert ("vpmaddubsw" in asm) == (expected is PMADDUBSW)
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, conv_reference(x, w, stride, pad, 1))
+
+
+@needs_avx2
+@pytest.mark.parametrize("code", [64, -65, -128])
+def test_an_8bit_code_falls_back_to_pmaddwd(code: int) -> None:
+    """One weight code outside [-64, 63] would saturate ``vpmaddubsw`` next to 255s:
+    the layer is packed for ``vpmaddwd`` instead, and stays exact."""
+    x, w = seven_bit_operands(np.random.default_rng(7), (1, 16, 64), (64, 32))
+    w[1, 5] = code
+    x[0, :, :] = 255
+    mod = single_op(x, lambda d: relax.op.matmul(d, relax.const(w), out_dtype="int32"))
+    vm, tir, asm = build(mod, ZEN3)
+    assert "pmadd.ub.sw" not in tir and "vpmaddubsw" not in asm
+    assert "pmadd.wd" in tir
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, x.astype(np.int64) @ w.astype(np.int64))

@@ -26,12 +26,13 @@ accumulator in the contraction's fused epilogue.
 On CPUs without float16 arithmetic (x86 before AVX512-FP16), a float16 contraction
 (an ``fp16`` layer) reads its float16 operands into a float32 accumulator (``_widened``).
 On x86 the int8 matmuls and 1x1 convolutions are then packed for ``vpdpbusd`` (AVX-512
-VNNI, 16-wide outputs) or AVX2's ``vpmaddwd`` (8-wide outputs, and every width on CPUs
-without VNNI) (``schedules/vnni_pack.py``). A stem conv (fewer than 8 input channels)
-stays float32 on those CPUs (``_float_conv``). Activation ``quantize`` / ``dequantize`` left
-over (per-tensor) become elementwise Relax ops, which layout conversion and operator
-fusion understand (TVM has no layout rule for them: each would otherwise cost two
-transposes in a channels-last graph).
+VNNI, 16-wide outputs) or, 8-wide and on every width on CPUs without VNNI, AVX2's
+``vpmaddubsw`` (weights whose codes are all 7-bit, as ``optc.quant`` emits them for such
+CPUs) or ``vpmaddwd`` (any code) (``schedules/vnni_pack.py``). A stem conv (fewer than 8
+input channels) stays float32 on those CPUs (``_float_conv``). Activation ``quantize`` /
+``dequantize`` left over (per-tensor) become elementwise Relax ops, which layout
+conversion and operator fusion understand (TVM has no layout rule for them: each would
+otherwise cost two transposes in a channels-last graph).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Schedule int8 contractions on packed weights: AVX-512 VNNI (``vpdpbusd``) or AVX2 (``vpmaddwd``).
+"""Schedule int8 contractions on packed weights: ``vpdpbusd``, ``vpmaddubsw`` or ``vpmaddwd``.
 
 ``optc.codegen.quantized`` gives a uint8 x int8 -> int32 matmul whose weights it packed
 at compile time as ``Wp[N/16, K/4, 16, 4]`` (``Wp[n//16, k//4, n%16, k%4] = W[k, n]``)
@@ -23,8 +23,18 @@ each pair into 8 int32 lanes: 16 exact multiply-adds per instruction where a flo
 does 8 (the int32-lane fallback widened both operands per element and multiplied with
 ``vpmulld``: 1.5x slower than float32 on Zen 3, 1x1 conv 480->80 at 14x14; packed: 0.7x).
 Weights packed as int16 were not faster there and doubled the library's weight bytes.
-``vpmaddubsw`` (uint8 x int8 -> int16) would be faster still but saturates int16 for
-8-bit weights.
+
+Faster on those CPUs, for weights whose codes all lie in [-64, 63] (what ``optc.quant``
+emits for them, ``optc.quant.kernels``): ``vpmaddubsw`` (``PMADDUBSW``, oneDNN's AVX2
+emulation of ``vpdpbusd``) on ``Wp[N/8, K/4, 8, 4]``. Four consecutive uint8 activations
+are broadcast as one 32-bit word; ``vpmaddubsw`` multiplies them with the 8 x 4 int8
+weight tile into 16 int16 sums of two products, ``vpmaddwd`` with a vector of int16 ones
+adds those pairs into 8 int32 sums of four, and ``vpaddd`` accumulates: 32 multiply-adds
+per three instructions. The int16 sums saturate for 8-bit codes (2 * 255 * 127 > 32767)
+but not for 7-bit ones (2 * 255 * 64 = 32640), so the kernel is bit-exact; which kernel
+a weight gets is decided from its codes (``vnni_pack``). Per kernel against optc's
+float32 code on a Zen 3 target: 0.24-0.82x (``vpmaddwd``: 0.62-0.90x; the shapes and
+figures are in ``optc.quant.latency``).
 
 A contraction that does not read such a packed weight is left to ``contraction.py``.
 """
@@ -36,6 +46,7 @@ import logging
 import math
 from collections.abc import Callable
 
+import numpy as np
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import SBlockInfo
 from tvm.script import tirx as T
@@ -139,10 +150,58 @@ def _dot2_pmaddwd(
         )
 
 
+PMADDUBSW_INTRIN = "optc_dot_8x4_pmaddubsw_local"
+
+
+@T.prim_func(s_tir=True)
+def _dot4_desc(
+    a: T.Buffer((4,), "uint8", offset_factor=1),
+    b: T.Buffer((8, 4), "int8", offset_factor=1),
+    c: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+) -> None:
+    with T.sblock("root"):
+        T.reads(c[0:8], a[0:4], b[0:8, 0:4])
+        T.writes(c[0:8])
+        for i in T.serial(0, 8):
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+
+
+@T.prim_func(s_tir=True)
+def _dot4_pmaddubsw(
+    a: T.Buffer((4,), "uint8", offset_factor=1),
+    b: T.Buffer((8, 4), "int8", offset_factor=1),
+    c: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+) -> None:
+    with T.sblock("root"):
+        T.reads(c[0:8], a[0:4], b[0:8, 0:4])
+        T.writes(c[0:8])
+        # a0..a3 broadcast as one 32-bit word (vpbroadcastd); vpmaddubsw: 16 int16 sums
+        # of two uint8 x int8 products (exact for 7-bit weights: 2 * 255 * 64 < 2**15);
+        # vpmaddwd with ones: 8 int32 sums of four products; vpaddd into the accumulator.
+        c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+            T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
+                T.reinterpret(
+                    T.broadcast(T.reinterpret(a.vload([0], "uint8x4"), dtype="int32"), 8),
+                    dtype="uint8x32",
+                ),
+                b.vload([0, 0], dtype="int8x32"),
+                dtype="int16x16",
+            ),
+            T.broadcast(T.int16(1), 16),
+            dtype="int32x8",
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class DotKernel:
     """One packed integer dot-product instruction: ``lanes`` int32 outputs, each the sum
-    of ``group`` uint8 x ``weight_dtype`` products; ``max_acc`` accumulator registers."""
+    of ``group`` uint8 x ``weight_dtype`` products; ``max_acc`` accumulator registers;
+    ``weight_range``: the weight codes it computes exactly (None: every int8 code)."""
 
     name: str
     lanes: int
@@ -152,6 +211,14 @@ class DotKernel:
     intrin: str
     desc: Callable[..., None]
     impl: Callable[..., None]
+    weight_range: tuple[int, int] | None = None
+
+    def exact_for(self, weight: np.ndarray) -> bool:
+        """Whether every code of the constant ``weight`` lies in ``weight_range``."""
+        if self.weight_range is None or weight.size == 0:
+            return True
+        low, high = self.weight_range
+        return bool(weight.min() >= low and weight.max() <= high)
 
     def intrinsic(self) -> str:
         if s_tir.TensorIntrin.get(self.intrin, allow_missing=True) is None:
@@ -162,7 +229,13 @@ class DotKernel:
 VNNI = DotKernel("vnni", LANES, GROUP, "int8", _MAX_ACC, INTRIN, _dot_desc, _dot_vnni)
 # 16 ymm registers: 12 accumulators, the rest for the broadcast pair and weight tiles.
 AVX2 = DotKernel("avx2", 8, 2, "int8", 12, AVX2_INTRIN, _dot2_desc, _dot2_pmaddwd)
-KERNELS = (VNNI, AVX2)
+# Weight codes ``vpmaddubsw`` cannot saturate on: 7-bit, oneDNN's AVX2 int8 "scale
+# adjust" (``optc.quant.kernels`` quantizes for it). 16 ymm registers: the ones vector,
+# the int16 products, the broadcasts and weight tiles, and the accumulators.
+SEVEN_BIT = (-64, 63)
+PMADDUBSW = DotKernel("avx2-u8", 8, 4, "int8", 10, PMADDUBSW_INTRIN, _dot4_desc,
+                      _dot4_pmaddubsw, weight_range=SEVEN_BIT)
+KERNELS = (VNNI, AVX2, PMADDUBSW)
 
 
 def packed_kernel(block: s_tir.SBlock) -> tuple[DotKernel, tirx.Buffer] | None:
@@ -206,6 +279,18 @@ def _tile_avx2(rows: int, vectors: int, max_acc: int) -> tuple[int, int]:
     return best
 
 
+def _tile_pmaddubsw(rows: int, vectors: int, max_acc: int) -> tuple[int, int]:
+    """(rows, vectors) for ``vpmaddubsw``: per four k, a ``vpbroadcastd`` per row, a
+    weight load per vector, and three instructions per accumulator; exact divisors."""
+    best, best_cost = (1, 1), math.inf
+    for v in (d for d in range(1, min(vectors, max_acc) + 1) if vectors % d == 0):
+        for r in (d for d in range(1, min(rows, _MAX_ROWS) + 1) if rows % d == 0):
+            cost = (r + v + 3 * r * v) / (r * v)
+            if r * v <= max_acc and cost < best_cost:
+                best, best_cost = (r, v), cost
+    return best
+
+
 def _tile(rows: int, vectors: int, max_acc: int = _MAX_ACC) -> tuple[int, int]:
     """(rows, vectors) of the accumulator tile: exact divisors, largest area in budget."""
     best = (1, 1)
@@ -233,7 +318,7 @@ def schedule_vnni(
     if cols % kernel.lanes or depth % kernel.group:
         return False
     loops = [it.loop_rv for it in info.iters]
-    tile = _tile_avx2 if kernel is AVX2 else _tile
+    tile = {AVX2.name: _tile_avx2, PMADDUBSW.name: _tile_pmaddubsw}.get(kernel.name, _tile)
     tile_rows, tile_vectors = tile(rows, cols // kernel.lanes, kernel.max_acc)
     r_out, r_in = sch.split(loops[-3], [None, tile_rows])
     c_out, c_vec, c_lane = sch.split(loops[-2], [None, tile_vectors, kernel.lanes])
