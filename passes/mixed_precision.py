@@ -48,7 +48,10 @@ class MixedPrecision(Pass):
     term is ours (``optc.quant.sensitivity`` gives the reasons and the alternatives
     measured); weights use MSE-optimal per-channel clipping; 4-bit codes are stored as
     int8 (``optc.quant.emit`` says why); 8-bit activations are uint8 QDQ on the layer's
-    input, 16-bit activations mean float16 compute.
+    input, 16-bit activations mean float16 compute. Where the compile target's int8
+    kernel is AVX2 ``vpmaddubsw`` (x86 without AVX-512 VNNI: ``ctx.target``, else this
+    host), 8-bit weights get 7-bit codes in [-63, 63] so that the kernel is exact and the
+    measured drop is the deployed model's (``optc.quant.kernels``; reported as ``w7a8``).
 
     Ordering: after ``fold-batchnorm`` (quantize the weights that will be deployed) and
     after any pass that changes the layers. Only the first graph output is scored.

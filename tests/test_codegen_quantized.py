@@ -30,11 +30,12 @@ from optc.pipeline import PassContext, parse_pipeline
 from optc.quant import Calibration, LayerPrecision
 from optc.quant.emit import emit
 from optc.quant.evaluate import Evaluator
+from optc.quant.kernels import int8_code_bits
 from optc.quant.layers import Layer, quantizable_layers
 
 tvm = pytest.importorskip("tvm")
 from optc.codegen.build import BuiltModule, build  # noqa: E402  (needs TVM)
-from optc.codegen.host_cpu import host_target  # noqa: E402
+from optc.codegen.host_cpu import cpu_flags, host_target, host_triple  # noqa: E402
 from optc.codegen.relax_pipeline import default_schedule  # noqa: E402
 from optc.codegen.schedules.vnni import AVX2, VNNI  # noqa: E402
 from optc.codegen.schedules.vnni_pack import dot_kernel  # noqa: E402
@@ -50,15 +51,19 @@ INT_OPERANDS = ("int8", "uint8", "int16")
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def compile_and_capture(graph: Graph) -> tuple[BuiltModule, Any]:
-    """The built model and its scheduled module (TIR before lowering), with fusion on."""
+def compile_and_capture(
+    graph: Graph, target: Mapping[str, Any] | None = None
+) -> tuple[BuiltModule, Any]:
+    """The built model and its scheduled module (TIR before lowering), with fusion on,
+    for ``target`` (default: this host)."""
     seen: dict[str, Any] = {}
 
     def schedule(mod: Any, target: Any) -> Any:
         seen["mod"] = default_schedule(mod, target)
         return seen["mod"]
 
-    return build(graph, host_target(), schedule=schedule, fuse=True), seen["mod"]
+    built = build(graph, dict(target or host_target()), schedule=schedule, fuse=True)
+    return built, seen["mod"]
 
 
 def _walk(stmt: Any, vectorized: bool = False) -> Iterator[tuple[Any, bool]]:
@@ -352,6 +357,30 @@ def test_minilm_first_layer(tmp_path_factory: pytest.TempPathFactory, tmp_path: 
     assert len(int8_contractions(mod, packed_only=True)) == (5 if HOST_KERNEL else 0)
     fp32, _ = compile_and_capture(graph)
     assert library_bytes(built, tmp_path, "q") < library_bytes(fp32, tmp_path, "f")
+    assert_close_to_onnxruntime(emitted, run_tvm(built, feeds), feeds, 0.03)
+
+
+@pytest.mark.skipif("avx2" not in (cpu_flags() or ()), reason="Zen 3 code needs AVX2")
+def test_minilm_first_layer_seven_bit_codes_on_zen3(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """For x86 without VNNI (here: a Zen 3 target) the quantizer emits 7-bit codes
+    (``optc.quant.kernels``), every int8 contraction runs on ``vpmaddubsw``, and the
+    compiled layer matches onnxruntime on the same QDQ model."""
+    zen3 = {"kind": "llvm", "mtriple": host_triple(), "mcpu": "znver3", "num-cores": 2}
+    assert int8_code_bits(zen3) == 7
+    full = folded(model_zoo.minilm_onnx(tmp_path_factory, dynamo=False))
+    graph = cut(full, quantizable_layers(full)[5].key)  # encoder layer 0
+    feeds = model_zoo.minilm_inputs()
+    layers, ranges = calibrated(graph, feeds)
+    emitted = emit(graph, layers, {layer.key: W8A8 for layer in layers}, ranges,
+                   int8_code_bits=7)
+    codes = [p for name, p in emitted.params.items() if p.dtype == np.int8]
+    assert len(codes) == len(layers) and all(c.min() >= -63 and c.max() <= 63 for c in codes)
+    built, mod = compile_and_capture(emitted, zen3)
+    packed = int8_contractions(mod, packed_only=True)
+    assert len(packed) == len(layers)
+    assert all("pmadd.ub.sw" in mod[name].script() for name in set(packed))
     assert_close_to_onnxruntime(emitted, run_tvm(built, feeds), feeds, 0.03)
 
 

@@ -161,7 +161,7 @@ def test_tight_fidelity_budget_gives_a_mixed_assignment(digits: Graph, context: 
     packed = PassContext(calibration=context.calibration,
                          analyses={"latency": packed_weight_seconds})
     after, report = quantize_mixed(digits, packed, Options(metric="cosine", max_drop=1e-3,
-                                                           **QUICK))
+                                                           int8_code_bits=8, **QUICK))
     labels = set(report.bits().values())
     assert len(labels) >= 2 and labels <= {"w8a8", "w4a8"}, report.bits()
     order = report.orders["w4a8"]  # int4 needed a sensitivity order
@@ -174,6 +174,29 @@ def test_tight_fidelity_budget_gives_a_mixed_assignment(digits: Graph, context: 
     _, _, x_test, _ = splits
     held_out = Evaluator(digits, Calibration({"input": x_test}), "cosine")
     assert 0 < held_out.measure(after).drop <= 1e-3
+
+
+def test_seven_bit_codes_for_a_vpmaddubsw_target(digits: Graph, context: PassContext,
+                                                 splits: tuple) -> None:
+    """For x86 without VNNI (``optc.quant.kernels``) the int8 layers get 7-bit codes,
+    still int8 QDQ: the searched drop is the drop of what runs (held out: within the
+    budget too), and the report says ``w7a8``."""
+    packed = PassContext(calibration=context.calibration,
+                         analyses={"latency": packed_weight_seconds})
+    after, report = quantize_mixed(digits, packed, Options(bits=(8,), int8_code_bits=7,
+                                                           **QUICK))
+    assert report is not None and report.int8_code_bits == 7
+    assert set(report.bits().values()) == {"w7a8"}
+    assert all(layer.weight_bits == 8 for layer in report.layers)  # stored as int8
+    codes = [a for a in after.params.values() if a.dtype == np.int8]
+    assert len(codes) == len(report.layers)
+    assert all(c.min() >= -63 and c.max() <= 63 for c in codes)
+    assert max(int(np.abs(c).max()) for c in codes) == 63  # the 7-bit range is used
+    x_train, y_train, x_test, y_test = splits
+    calibrated = Evaluator(digits, Calibration({"input": x_train[:128]}, y_train[:128]))
+    assert report.drop == pytest.approx(calibrated.measure(after).drop)
+    held_out = Evaluator(digits, Calibration({"input": x_test}, y_test))
+    assert held_out.measure(after).drop <= 0.01
 
 
 def test_emitted_graph_matches_onnxruntime(quantized: tuple, splits: tuple) -> None:

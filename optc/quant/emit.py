@@ -46,7 +46,13 @@ from optc.ir.annotations import FusionGroup, Precision
 from optc.ir.graph import Graph, Node, Value
 from optc.ir.rewrite import NameSource, drop_unused_params, replace_nodes
 from optc.quant.layers import Layer
-from optc.quant.numerics import FP32, LayerPrecision, activation_qparams, quantize_weight
+from optc.quant.numerics import (
+    FP32,
+    LayerPrecision,
+    activation_qparams,
+    code_bits,
+    quantize_weight,
+)
 
 QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
 ActRanges = Mapping[str, tuple[float, float]]
@@ -55,9 +61,11 @@ WeightCache = dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]
 
 
 def emit(graph: Graph, layers: Sequence[Layer], assignment: Mapping[str, LayerPrecision],
-         ranges: ActRanges, cache: WeightCache | None = None) -> Graph:
+         ranges: ActRanges, cache: WeightCache | None = None,
+         int8_code_bits: int = 8) -> Graph:
     """``graph`` with each layer in ``assignment`` lowered to its precision; the same
-    graph object when every assigned precision is fp32."""
+    graph object when every assigned precision is fp32. 8-bit weights are quantized to
+    ``int8_code_bits``-bit codes (7: ``optc.quant.kernels``), stored as int8."""
     chosen = [(layer, assignment[layer.key]) for layer in layers
               if assignment.get(layer.key, FP32) != FP32]
     if not chosen:
@@ -66,7 +74,7 @@ def emit(graph: Graph, layers: Sequence[Layer], assignment: Mapping[str, LayerPr
         raise UserInputError(f"integer quantization needs opset >= {QDQ_MIN_OPSET} "
                              f"(per-channel DequantizeLinear); the model is opset "
                              f"{default_opset(graph)}: use bits=16 or convert the model")
-    writer = _Writer(graph, ranges, {} if cache is None else cache)
+    writer = _Writer(graph, ranges, {} if cache is None else cache, int8_code_bits)
     replacements = {graph.producer(layer.key): writer.lower(layer, precision)
                     for layer, precision in chosen}
     edited = replace_nodes(graph, replacements).replace(params=writer.params)
@@ -81,8 +89,10 @@ class _Writer:
     """Builds the replacement nodes; activation Q/DQ and Casts are shared between layers
     reading the same value."""
 
-    def __init__(self, graph: Graph, ranges: ActRanges, cache: WeightCache) -> None:
+    def __init__(self, graph: Graph, ranges: ActRanges, cache: WeightCache,
+                 int8_code_bits: int = 8) -> None:
         self.graph = graph
+        self.int8_code_bits = int8_code_bits
         self.ranges = ranges
         self.cache = cache
         self.params: dict[str, np.ndarray] = dict(graph.params)
@@ -123,7 +133,7 @@ class _Writer:
                 before: list[Node]) -> str:
         if not precision.integer_weights:
             return self._fp16_param(layer.weight)
-        bits = precision.weight_bits
+        bits = code_bits(precision, self.int8_code_bits)
         if (layer.weight, bits) not in self.cache:
             self.cache[(layer.weight, bits)] = quantize_weight(
                 self.graph.params[layer.weight], bits, layer.channel_axis)

@@ -63,14 +63,30 @@ _VNNI_FLAGS = ("avx512_vnni",)
 FP16_WIDENED = 5.5 / 5.2    # float16 operands, float32 arithmetic: converted per load
 WEIGHT_ONLY_WIDENED = 4.6 / 5.2  # int8 codes read into float32 arithmetic
 INT8_VNNI = 2.3 / 5.2
-# Without VNNI: AVX2 ``vpmaddwd`` kernels (``optc.codegen.schedules.vnni.AVX2``),
-# measured on Zen 3 (2 threads, same process): MiniLM-L6 all-w8a8 26.8 ms vs fp32
-# 54.4 ms (EfficientNet-Lite0 all-w8a8 was faster still relative to fp32).
+# x86 without AVX2 (no packed int8 kernel) and other CPUs: the figure measured on
+# Zen 3 with AVX2 ``vpmaddwd`` kernels (``optc.codegen.schedules.vnni.AVX2``, 2 threads,
+# same process): MiniLM-L6 all-w8a8 26.8 ms vs fp32 54.4 ms, kept as the nominal int8
+# price where nothing better was measured.
 INT8_NO_VNNI = 26.8 / 54.4
-# Convolutions without a packed int8 kernel (``optc.quant.layers.int8_kind``), measured
-# per kernel on Zen 3 (AVX2, 2 threads, kernel minima): the Fashion-MNIST CNN's 3x3
-# convolutions (32 -> 64 channels at 14x14, 64 -> 128 at 7x7) took 433 + 183 us in int8
-# against 74 + 86 us in float32 — all-int8, the model ran 2x slower than in float32.
+# x86 with AVX2 but no AVX-512 VNNI: 7-bit codes on ``vpmaddubsw`` + ``vpmaddwd``
+# (``vnni.PMADDUBSW``, ``optc.quant.kernels``). Per kernel against optc's float32 one,
+# interleaved medians, znver3 code (2 threads) on a Zen 5 VM (/tmp/helperB
+# kernels_bench.py, 2026-12-06): MiniLM matmuls 16 x 384 -> 384 / 1536, 16 x 1536 ->
+# 384: 0.76, 0.47, 0.24; EfficientNet-Lite0 1x1 convs 24 -> 144 at 56x56, 144 -> 24
+# at 56x56, 240 -> 40 at 28x28, 480 -> 80 and 80 -> 480 at 14x14, 1152 -> 192 and
+# 320 -> 1280 at 7x7: 0.82, 0.56, 0.46, 0.57, 0.70, 0.42, 0.41; geometric mean 0.51
+# (8-bit codes on ``vpmaddwd``, same runs: 0.62-0.90, geometric mean 0.73).
+INT8_PMADDUBSW = 0.51
+# Convolutions without a packed int8 kernel (``optc.quant.layers.int8_kind``: grouped,
+# or channels not multiples of 4 in / 8 out), measured per kernel on Zen 3 (AVX2, 2
+# threads, kernel minima) when the Fashion-MNIST CNN's 3x3 convolutions (32 -> 64
+# channels at 14x14, 64 -> 128 at 7x7) still ran that way: 433 + 183 us in int8 against
+# 74 + 86 us in float32 (all-int8, the model ran 2x slower than in float32). Now packed
+# as implicit GEMMs (``vnni_pack.packed_conv``) they are priced as "dot" layers:
+# interleaved, znver3 code on a Zen 5 VM (/tmp/helperB spatial_bench.py, 2026-12-06),
+# against optc's float32 kernel, 32 -> 64 at 14x14, 64 -> 128 at 7x7, 16 -> 32 at 8x8,
+# 32 -> 64 at 4x4: 7-bit codes on ``vpmaddubsw`` 0.48, 0.45, 0.59, 0.56; 8-bit codes on
+# ``vpmaddwd`` 0.74, 0.72, 0.75, 0.71; the generic loop 1.65, 1.22, 1.25, 1.18.
 # A stem runs in float32 (quantized activations around it). Depthwise convolutions keep
 # the int8 factor: per kernel they are slower than float, but in float their neighbours
 # read and write float32 activations, and EfficientNet-Lite0 ran ~10 % slower end to end.
@@ -111,15 +127,19 @@ class ProxyRates:
 def host_rates(flags: Collection[str] | None = None) -> ProxyRates:
     """The proxy's figures for optc's CPU code generator on a CPU with ``flags``
     (default: this machine's; none known: no float16 arithmetic, no VNNI)."""
-    flags = _cpu_flags() if flags is None else flags
+    flags = cpu_flags() if flags is None else flags
     native_fp16 = any(f in flags for f in _FP16_FLAGS)
+    if any(f in flags for f in _VNNI_FLAGS):
+        int8 = INT8_VNNI
+    else:
+        int8 = INT8_PMADDUBSW if "avx2" in flags else INT8_NO_VNNI
     return ProxyRates(
         fp16_factor=None if native_fp16 else FP16_WIDENED,
         weight_only_factor=None if native_fp16 else WEIGHT_ONLY_WIDENED,
-        int8_factor=INT8_VNNI if any(f in flags for f in _VNNI_FLAGS) else INT8_NO_VNNI)
+        int8_factor=int8)
 
 
-def _cpu_flags() -> frozenset[str]:
+def cpu_flags() -> frozenset[str]:
     """This machine's CPU flags. Read here, not through ``optc.codegen.host_cpu``:
     importing ``optc.codegen`` imports TVM, which the search does not otherwise need."""
     try:

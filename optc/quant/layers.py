@@ -72,12 +72,17 @@ def int8_kind(node: Node, weight_shape: tuple[int, ...]) -> str:
     """Which int8 kernel ``optc.codegen`` gives the layer, which decides its speed:
 
     - ``"dot"``: matmul, Gemm and 1x1 convolutions with one group — packed int8 weights
-      and dot-product instructions (``vpdpbusd`` / ``vpmaddwd``, ``schedules/vnni.py``);
+      and dot-product instructions (``vpdpbusd`` / ``vpmaddubsw`` / ``vpmaddwd``,
+      ``schedules/vnni.py``);
     - ``"depthwise"``: one input channel per group — a vectorized int32 loop;
     - ``"stem"``: fewer than 8 input channels — computed in float32 on x86 (there is
       nothing to pack; ``optc.codegen.quantized._float_conv``);
-    - ``"spatial"``: any other convolution (3x3 with many channels) — a generic
-      vectorized int32 loop, much slower than optc's float32 kernel for it.
+    - ``"dot"`` too: a spatial convolution (3x3...) with one group, input channels a
+      multiple of 4 and output channels a multiple of 8 — an implicit GEMM on the same
+      packed kernels (``schedules/vnni_pack.packed_conv``; its activation's zero point
+      must be 0 where it is padded, as after a ReLU, else the next kind);
+    - ``"spatial"``: any other convolution — a generic vectorized int32 loop, much
+      slower than optc's float32 kernel for it.
     """
     if node.op != "Conv" or len(weight_shape) < 3:
         return "dot"
@@ -88,6 +93,8 @@ def int8_kind(node: Node, weight_shape: tuple[int, ...]) -> str:
     if per_group_in * groups < 8:
         return "stem"
     if groups == 1 and all(int(k) == 1 for k in weight_shape[2:]):
+        return "dot"
+    if groups == 1 and per_group_in % 4 == 0 and int(weight_shape[0]) % 8 == 0:
         return "dot"
     return "spatial"
 

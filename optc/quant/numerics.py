@@ -2,6 +2,9 @@
 
 Weights are quantized per output channel, symmetric (zero point 0), to the signed
 range ``[-(2**(b-1) - 1), 2**(b-1) - 1]``: 8 bits -> [-127, 127], 4 bits -> [-7, 7].
+On targets whose int8 kernel is AVX2 ``vpmaddubsw`` (x86 without AVX-512 VNNI), "8-bit"
+weights get 7-bit codes, [-63, 63] (``code_bits``; ``optc.quant.kernels`` says why):
+still int8 QDQ, labelled ``w7a8`` in reports.
 The scale of each channel is chosen from a grid of clipping ratios to minimise the
 squared error (plain max-abs scaling wastes most of a 4-bit grid on one outlier).
 Activations are quantized per tensor, asymmetric uint8 from the calibration min/max
@@ -65,6 +68,20 @@ def precision_for(bits: int, act_bits: int) -> LayerPrecision:
     return LayerPrecision(bits, act_bits)
 
 
+def code_bits(precision: LayerPrecision, int8_code_bits: int = 8) -> int:
+    """Bits of the integer codes a precision's weights are quantized to: ``int8_code_bits``
+    (7 where optc's int8 kernel is AVX2 ``vpmaddubsw``, ``optc.quant.kernels``) for 8-bit
+    weights, else the weight bits."""
+    return int8_code_bits if precision.weight_bits == 8 else precision.weight_bits
+
+
+def code_label(precision: LayerPrecision, int8_code_bits: int = 8) -> str:
+    """``precision.label`` with the code bits really used: ``w7a8`` for 7-bit int8 codes."""
+    if precision.weight_bits == 8 and int8_code_bits != 8:
+        return f"w{int8_code_bits}a{precision.act_bits}"
+    return precision.label
+
+
 def weight_qmax(bits: int) -> int:
     return (1 << (bits - 1)) - 1
 
@@ -96,19 +113,21 @@ def dequantize_weight(q: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray
     return (q.astype(np.float32) * scale.reshape(shape)).astype(np.float32)
 
 
-def rounded_weight(weight: np.ndarray, precision: LayerPrecision, axis: int) -> np.ndarray:
+def rounded_weight(weight: np.ndarray, precision: LayerPrecision, axis: int,
+                   int8_code_bits: int = 8) -> np.ndarray:
     """The weight as the precision stores it, back in float32 (for error measures)."""
     if precision.weight_bits == 32:
         return np.asarray(weight, dtype=np.float32)
     if precision.weight_bits == 16:
         return np.asarray(weight, dtype=np.float16).astype(np.float32)
-    q, scale = quantize_weight(weight, precision.weight_bits, axis)
+    q, scale = quantize_weight(weight, code_bits(precision, int8_code_bits), axis)
     return dequantize_weight(q, scale, axis)
 
 
-def weight_error(weight: np.ndarray, precision: LayerPrecision, axis: int) -> float:
+def weight_error(weight: np.ndarray, precision: LayerPrecision, axis: int,
+                 int8_code_bits: int = 8) -> float:
     """``||Q(W) - W||^2``: the perturbation the Hessian trace is weighted with."""
-    delta = rounded_weight(weight, precision, axis).astype(np.float64) - weight
+    delta = rounded_weight(weight, precision, axis, int8_code_bits).astype(np.float64) - weight
     return float((delta ** 2).sum())
 
 

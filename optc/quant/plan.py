@@ -21,6 +21,7 @@ from optc.pipeline import PassContext
 from optc.quant.calibration import Calibration, resolve_calibration
 from optc.quant.emit import QDQ_MIN_OPSET, WeightCache, default_opset, emit
 from optc.quant.evaluate import Evaluator, Measure, Metric
+from optc.quant.kernels import int8_code_bits
 from optc.quant.latency import LatencyFn, latency_model
 from optc.quant.layers import Layer, neighbors, quantizable_layers, with_observed_macs
 from optc.quant.numerics import FP32, LayerPrecision, precision_for
@@ -51,6 +52,13 @@ class Options:
     calib_samples: int = 256
     sensitivity_samples: int = 32
     seed: int = 0
+    # Bits of 8-bit layers' weight codes: 7 or 8; None: what the target's int8 kernel
+    # runs exactly (``optc.quant.kernels.int8_code_bits``: 7 for AVX2 ``vpmaddubsw``).
+    int8_code_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.int8_code_bits not in (None, 7, 8):
+            raise ValueError(f"int8_code_bits must be 7, 8 or None, not {self.int8_code_bits}")
 
     def ladder(self, graph: Graph) -> list[LayerPrecision]:
         """The bit-widths below fp32, widest first; integer ones only from opset 13."""
@@ -72,8 +80,9 @@ class Session:
     """
 
     def __init__(self, graph: Graph, layers: Sequence[Layer], calibration: Calibration,
-                 metric: Metric, sensitivity_samples: int) -> None:
+                 metric: Metric, sensitivity_samples: int, int8_code_bits: int = 8) -> None:
         self.graph = graph
+        self.int8_code_bits = int8_code_bits
         self.evaluator = Evaluator(graph, calibration, metric)
         subset = calibration.subset(sensitivity_samples)
         self.probe = self.evaluator if subset is calibration else \
@@ -102,7 +111,7 @@ class Session:
         key = _key(assignment)
         if self._last is None or self._last[0] != key:  # a trial is measured, then priced
             self._last = (key, emit(self.graph, self.layers, assignment, self.ranges,
-                                    self._weights))
+                                    self._weights, self.int8_code_bits))
         return self._last[1]
 
     def measure(self, assignment: Assignment) -> Measure:
@@ -126,10 +135,12 @@ def session_for(graph: Graph, ctx: PassContext, layers: Sequence[Layer],
                 options: Options) -> Session:
     calibration = resolve_calibration(graph, ctx.calibration, options.calib_samples,
                                       options.seed)
+    code_bits = options.int8_code_bits or int8_code_bits(ctx.target)
     key = f"mixed-precision/{_digest(calibration)}/{options.metric}/" \
-          f"{options.sensitivity_samples}"
+          f"{options.sensitivity_samples}/w{code_bits}"
     return ctx.cache.get_or_compute(graph, key, lambda: Session(
-        graph, layers, calibration, options.metric, options.sensitivity_samples))
+        graph, layers, calibration, options.metric, options.sensitivity_samples,
+        code_bits))
 
 
 def quantize_mixed(graph: Graph, ctx: PassContext,
@@ -164,6 +175,7 @@ def quantize_mixed(graph: Graph, ctx: PassContext,
                               "samples": session.evaluator.calibration.size,
                               "latency_model": latency_name,
                               "dependencies": options.dependencies,
+                              "int8_code_bits": session.int8_code_bits,
                               "fidelity": session.evaluator.fidelity(emitted)})
     if emitted is graph:
         return graph, report
@@ -176,7 +188,8 @@ def _order(session: Session, precision: LayerPrecision, keys: Sequence[str],
            scores: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     """Candidates at ``precision``, least sensitive first (Hessian, plus dependencies)."""
     candidates = [session.by_key[k] for k in keys]
-    hessian = hessian_scores(session.graph, candidates, traces, precision)
+    hessian = hessian_scores(session.graph, candidates, traces, precision,
+                             session.int8_code_bits)
     final = hessian
     found: dict[str, Dependency] = {}
     if options.dependencies:

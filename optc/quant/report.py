@@ -17,7 +17,7 @@ import numpy as np
 
 from optc.ir.graph import Graph
 from optc.quant.layers import Layer
-from optc.quant.numerics import FP32, LayerPrecision
+from optc.quant.numerics import FP32, LayerPrecision, code_label
 from optc.quant.search import SearchResult, Trial
 
 REPORT_KEY = "optc.mixed_precision"
@@ -64,6 +64,9 @@ class Report:
     orders: Mapping[str, tuple[str, ...]]
     method: str = "mixed-precision: Hessian trace + inter-layer dependencies, bisection " \
                   "(Schaefer et al., 2023)"
+    # Bits of the 8-bit layers' weight codes (7: AVX2 ``vpmaddubsw``, optc.quant.kernels);
+    # their layers are labelled ``w7a8`` and stored as int8.
+    int8_code_bits: int = 8
 
     def bits(self) -> dict[str, str]:
         """Layer key -> precision label (``fp32``, ``fp16``, ``w8a8``, ``w4a16``...)."""
@@ -86,7 +89,8 @@ def build_report(*, graph: Graph, emitted: Graph, layers: Sequence[Layer],
     for layer in layers:
         precision: LayerPrecision = chosen.assignment.get(layer.key, FP32)
         rows.append(LayerReport(
-            key=layer.key, node=layer.node_name, op=layer.op, precision=precision.label,
+            key=layer.key, node=layer.node_name, op=layer.op,
+            precision=code_label(precision, int(fields.get("int8_code_bits", 8))),
             weight_bits=precision.weight_bits, act_bits=precision.act_bits,
             hessian_trace=traces.get(layer.key), scores=scores.get(layer.key, {}),
             weight_elements=layer.weight_elements,

@@ -1,0 +1,71 @@
+"""How many bits an int8 layer's weight codes may use on the compile target.
+
+On x86 with AVX2 but no AVX-512 VNNI (Zen 3, Haswell to Ice Lake clients) optc's fast
+int8 dot kernel is ``vpmaddubsw`` + ``vpmaddwd`` (``optc.codegen.schedules.vnni.PMADDUBSW``,
+32 multiply-adds per 3 instructions, oneDNN's AVX2 emulation of ``vpdpbusd``).
+``vpmaddubsw`` sums two uint8 x int8 products into a saturating int16, which 8-bit codes
+overflow (2 * 255 * 127 > 32767); 7-bit codes cannot (2 * 255 * 64 = 32640). So on those
+targets the ``mixed-precision`` pass quantizes its int8 weights to [-63, 63] (oneDNN's
+"scale adjust" of 0.5 for non-VNNI int8), the kernel is bit-exact, and the fidelity the
+search measures is the deployed model's. Other targets keep 8-bit codes; code
+generation picks the kernel from the codes of each constant, so any QDQ model (8-bit
+codes included) still runs exactly, on ``vpmaddwd``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from optc.quant.latency import cpu_flags
+
+INT8_CODE_BITS = 8
+PMADDUBSW_CODE_BITS = 7
+_X86 = ("x86_64", "i386", "i686", "amd64")
+
+
+def int8_code_bits(target: Any = None) -> int:
+    """7 where ``target``'s int8 dot kernel is ``vpmaddubsw``, else 8.
+
+    ``target``: an ``optc.target.Target`` (``ctx.target``), a TVM target dict, or None
+    for this host. A TVM target that names no CPU (``{"kind": "llvm"}`` before the host
+    calibration fills it in) is this host."""
+    tvm_target = _tvm_target_dict(target)
+    if tvm_target is None or not ({"mcpu", "mattr", "mtriple"} & set(tvm_target)):
+        if tvm_target is not None and tvm_target.get("kind") != "llvm":
+            return INT8_CODE_BITS
+        return code_bits_for_flags(cpu_flags())
+    if tvm_target.get("kind") != "llvm":
+        return INT8_CODE_BITS
+    arch = str(tvm_target.get("mtriple", "x86_64")).split("-", 1)[0].lower()
+    if arch not in _X86:
+        return INT8_CODE_BITS
+    # The kernel choice is the code generator's: ask it (this imports TVM, which a
+    # compile for this target needs anyway).
+    import tvm
+
+    from optc.codegen.schedules.vnni import PMADDUBSW
+    from optc.codegen.schedules.vnni_pack import dot_kernels
+
+    kernels = dot_kernels(tvm.target.Target(dict(tvm_target)))
+    return PMADDUBSW_CODE_BITS if kernels and kernels[0] is PMADDUBSW else INT8_CODE_BITS
+
+
+def code_bits_for_flags(flags: Collection[str]) -> int:
+    """The same decision from ``/proc/cpuinfo`` flags: AVX2 without AVX-512 VNNI (the
+    256-bit AVX-VNNI of Alder Lake is not used by optc) -> 7."""
+    return PMADDUBSW_CODE_BITS if "avx2" in flags and "avx512_vnni" not in flags \
+        else INT8_CODE_BITS
+
+
+def _tvm_target_dict(target: Any) -> Mapping[str, Any] | None:
+    if target is None:
+        return None
+    if isinstance(target, Mapping):
+        return target
+    found = getattr(target, "tvm_target_dict", None)
+    if isinstance(found, Mapping):
+        return found
+    text = getattr(target, "tvm_target_json", None)
+    return json.loads(text) if isinstance(text, str) else None
