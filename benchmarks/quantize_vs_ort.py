@@ -19,6 +19,12 @@ exported ``.so`` files.
 
     python benchmarks/quantize_vs_ort.py --models digits fashion --repeat 20
     python benchmarks/quantize_vs_ort.py --models efficientnet_lite0 minilm --fast
+    python benchmarks/quantize_vs_ort.py --fast --mcpu znver3   # optc code for a Zen 3
+
+``--mcpu`` compiles optc's variants for another LLVM CPU of this architecture (its code
+must run here: ``znver3`` on a newer AMD or Intel CPU with AVX2), with the int8 weight
+codes its kernel needs (7-bit without AVX-512 VNNI, ``optc.quant.kernels``);
+onnxruntime still runs this host's own kernels.
 
 ``--fast`` makes the sensitivity analysis cheap (1 Hutchinson sample, 2 sensitivity
 samples, no dependency terms): the search itself (bisection inside ``max-drop``) is the
@@ -159,14 +165,24 @@ def load_case(model: str, work: Path) -> Case:
     return {"efficientnet_lite0": efficientnet_case, "minilm": minilm_case}[model](work)
 
 
-def tvm_runner(graph: optc.Graph, folder: Path, name: str) -> tuple[Runner, Any, int]:
-    """(run on feeds, the Relax VM, library bytes) of optc's build for this host."""
+def tvm_target(mcpu: str | None) -> dict[str, Any]:
+    """This host's TVM target, or one for the LLVM CPU ``mcpu`` (``znver3``: a Zen 3,
+    AVX2 without AVX-512, compiled and run on a newer x86 host)."""
+    from optc.codegen.host_cpu import host_target, host_triple
+
+    if mcpu is None:
+        return host_target(THREADS)
+    return {"kind": "llvm", "mtriple": host_triple(), "mcpu": mcpu, "num-cores": THREADS}
+
+
+def tvm_runner(graph: optc.Graph, folder: Path, name: str,
+               target: dict[str, Any]) -> tuple[Runner, Any, int]:
+    """(run on feeds, the Relax VM, library bytes) of optc's build for ``target``."""
     import tvm
 
     from optc.codegen.build import build
-    from optc.codegen.host_cpu import host_target
 
-    built = build(graph, host_target(THREADS))
+    built = build(graph, target)
     size = built.export_library(folder / f"{name}.so").stat().st_size
     machine = tvm.relax.VirtualMachine(built.executable, tvm.cpu())
     order = [spec.name for spec in built.inputs]
@@ -217,7 +233,8 @@ def tvm_call(machine: Any, feeds: dict[str, np.ndarray], order: list[str],
     return lambda: machine["main"](*args)
 
 
-def bench(case: Case, repeat: int, options: Options, work: Path) -> dict[str, Any]:
+def bench(case: Case, repeat: int, options: Options, work: Path,
+          target: dict[str, Any]) -> dict[str, Any]:
     order = list(case.graph.input_names)
     probe = case.eval_feeds[0]
     row: dict[str, Any] = {"model": case.name}
@@ -233,7 +250,7 @@ def bench(case: Case, repeat: int, options: Options, work: Path) -> dict[str, An
     variants: dict[str, Runner] = {}
     calls: dict[str, Callable[[], Any]] = {}
     for name, graph in (("optc_fp32", case.graph), ("optc_mixed", mixed)):
-        run, machine, size = tvm_runner(graph, work, f"{case.name}.{name}")
+        run, machine, size = tvm_runner(graph, work, f"{case.name}.{name}", target)
         calls[name] = tvm_call(machine, probe, order)
         row[f"{name}_bytes"] = size
         variants[name] = run
@@ -288,12 +305,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--max-drop", type=float, default=Options().max_drop)
     parser.add_argument("--fast", action="store_true", help="cheap sensitivity analysis")
+    parser.add_argument("--mcpu", default=None,
+                        help="LLVM CPU optc compiles for (default: this host), e.g. znver3 "
+                             "for a Zen 3 (AVX2, no AVX-512 VNNI) on a newer x86 host; "
+                             "int8 weight codes follow its int8 kernel (optc.quant.kernels)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     options = Options(max_drop=args.max_drop)
     if args.fast:
         options = Options(max_drop=args.max_drop, hutchinson_samples=1, sensitivity_samples=2,
                           dependencies=False)
+    from optc.quant.kernels import int8_code_bits
+
+    target = tvm_target(args.mcpu)
+    options = dataclasses.replace(options, int8_code_bits=int8_code_bits(target))
     import torch
 
     torch.set_num_threads(THREADS)
@@ -303,13 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     int8 = [f for f in ("avx512_vnni", "avx_vnni", "avx512bw", "avx2") if f in flags]
     # int8 speed depends on the ISA: VNNI has a one-instruction u8 x i8 dot product
     print(f"CPU {cpu_model()}, {THREADS} threads; int8 instructions: "
-          f"{', '.join(int8) or 'none of avx2/avx512'}")
+          f"{', '.join(int8) or 'none of avx2/avx512'}; optc compiles for "
+          f"{target.get('mcpu')}, {options.int8_code_bits}-bit int8 weight codes")
     rows, metrics = [], {}
     with tempfile.TemporaryDirectory(prefix="optc-qbench-") as tmp:
         for model in args.models:
             case = load_case(model, Path(tmp))
             metrics[case.name] = case.metric
-            rows.append(bench(case, args.repeat, options, Path(tmp)))
+            rows.append(bench(case, args.repeat, options, Path(tmp), target))
             print_rows(rows[-1:], metrics, header=len(rows) == 1)
             sys.stdout.flush()
     return 0
