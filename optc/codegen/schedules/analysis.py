@@ -72,7 +72,7 @@ def _is_multiply_accumulate(block: s_tir.SBlock) -> bool:
     return isinstance(_strip_cast(rhs), tirx.Mul)
 
 
-def _var_position(index: tirx.PrimExpr, var: tirx.Var) -> int | None:
+def var_coefficient(index: tirx.PrimExpr, var: tirx.Var) -> int | None:
     """Coefficient of ``var`` in ``index`` (0 if absent), None if not affine in it."""
     coeffs = sym.detect_linear_equation(index, [var])
     if len(coeffs) != 2:
@@ -81,7 +81,7 @@ def _var_position(index: tirx.PrimExpr, var: tirx.Var) -> int | None:
     return int(coef.value) if isinstance(coef, tirx.IntImm) else None
 
 
-def _uses(expr: tirx.PrimExpr, var: tirx.Var) -> bool:
+def uses(expr: tirx.PrimExpr, var: tirx.Var) -> bool:
     return any(v.same_as(var) for v in tirx.analysis.undefined_vars(expr))
 
 
@@ -99,7 +99,7 @@ def _group_divisors(expr: tirx.PrimExpr, var: tirx.Var) -> list[int] | None:
         return None if left is None or right is None else left + right
     if isinstance(expr, tirx.Cast):
         return _group_divisors(expr.value, var)
-    return [] if not _uses(expr, var) else None
+    return [] if not uses(expr, var) else None
 
 
 def _is_mod_of(expr: tirx.PrimExpr, var: tirx.Var) -> bool:
@@ -124,9 +124,9 @@ def vector_access(block: s_tir.SBlock, var: tirx.Var) -> VectorAccess | None:
     for region in block.reads:
         indices = [r.min for r in region.region]
         for pos, idx in enumerate(indices):
-            if not _uses(idx, var):
+            if not uses(idx, var):
                 continue
-            if pos == len(indices) - 1 and _var_position(idx, var) == 1:
+            if pos == len(indices) - 1 and var_coefficient(idx, var) == 1:
                 users.append(region.source)
                 continue
             if pos == len(indices) - 1 and _is_mod_of(idx, var):
@@ -187,7 +187,7 @@ def as_contraction(sch: s_tir.Schedule, info: SBlockInfo) -> Contraction | None:
             continue
         for region in block.reads:
             if any(b.same_as(region.source) for b in users) and any(
-                _uses(r.min, iter_vars[k]) for r in region.region
+                uses(r.min, iter_vars[k]) for r in region.region
             ):
                 weight_batch.append(k)
                 break

@@ -7,7 +7,7 @@ import logging
 
 import tvm
 import tvm_ffi
-from tvm import relax, s_tir, tirx
+from tvm import ir, relax, s_tir, tirx
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
 from tvm.s_tir.dlight.base import try_inline
@@ -87,11 +87,29 @@ def _schedule_contraction_func(
     else:
         # The contraction analysis ran before inlining; refresh the loop handles it holds.
         con = _refresh(sch, con)  # type: ignore[arg-type]
-        if con is None or not schedule_contraction(sch, con, epilogue, cpu, knobs):
+        if con is None:
             return False
+        pads = [info.block_rv for info in producers if is_pad(sch, info)]
+        left = schedule_contraction(sch, con, epilogue, cpu, knobs, pads)
+        if left is None:
+            return False
+        moved = [pad for pad in pads if pad not in left]
+        producers = [info for info in producers if info.block_rv not in moved]
     for info in [*producers, *consumers]:
         schedule_injective(sch, info.block_rv, cpu.lanes(32), cpu.cores)
     return True
+
+
+def is_pad(sch: s_tir.Schedule, info: SBlockInfo) -> bool:
+    """A zero-padding copy (``if_then_else(inside, x[..], 0)``) read only by its consumer."""
+    store = sch.get(info.block_rv).body
+    return (
+        info.is_injective()
+        and isinstance(store, tirx.BufferStore)
+        and isinstance(store.value, ir.Call)
+        and store.value.op.same_as(ir.Op.get("prim.if_then_else"))
+        and len(sch.get_consumers(info.block_rv)) == 1
+    )
 
 
 def schedule_contraction_with(sch: s_tir.Schedule, cpu: CpuInfo, knobs: Knobs) -> bool:

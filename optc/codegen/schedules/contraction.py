@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 from tvm import s_tir
 from tvm.s_tir.dlight.analysis import SBlockInfo
-from tvm.s_tir.schedule import ExprRV
+from tvm.s_tir.schedule import ExprRV, LoopRV, SBlockRV
 
-from .analysis import Contraction
+from .analysis import Contraction, uses, var_coefficient
 from .hw import CpuInfo
-from .loops import unroll_and_vectorize
+from .loops import unroll_and_vectorize, vector_split
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +80,15 @@ class Knobs:
     ``rows_outside`` puts the vector-tile loop innermost of the tile loops, so that one
     block of input rows is reused by every weight panel (instead of one weight panel by
     every row block): better where the weights are small and the image large.
+    ``pad_in_tile`` computes the zero-padded input a tile reads inside the tile loop
+    (a few rows, in cache) instead of a padded copy of the whole input before the
+    kernel; None: the measured default (``pad_in_tile_default``).
     """
 
     factors: Callable[[s_tir.Schedule, Tile, int, int], tuple[Factor, Factor]] | None = None
     parallel: bool | None = None
     rows_outside: bool = False
+    pad_in_tile: bool | None = None
 
 
 def _divisors(n: int) -> list[int]:
@@ -101,7 +106,7 @@ def choose_tile(rows: int, cols: int, cpu: CpuInfo, dtype_bits: int, group: int 
     if lanes < 2:
         return None
     budget = int(cpu.registers * _MAX_ACC_FRACTION)
-    best: tuple[tuple[int, ...], Tile] | None = None
+    best: tuple[tuple[int | Fraction, ...], Tile] | None = None
     for vectors in _divisors(span // lanes):
         if vectors > budget:
             break
@@ -112,11 +117,45 @@ def choose_tile(rows: int, cols: int, cpu: CpuInfo, dtype_bits: int, group: int 
             area = r * vectors
             line = min(vectors * lanes * dtype_bits // 8, _LINE_BYTES)
             # Prefer: enough rows to hide FMA latency, whole cache lines of weights, exact
-            # split, big area, few vectors.
-            score = (min(r, _MIN_ROWS, rows), line, exact, -waste * vectors, area, -vectors)
+            # split, big area, then few loads per FMA (r broadcasts + ``vectors`` weight
+            # loads feed r x vectors FMAs: 7x2 needs 9 loads for 14 FMAs, 14x1 needs 15;
+            # on AVX-512 one vector is already a whole line, so area ties were common:
+            # interleaved A/B on a 2-core Zen 5, one thread, MiniLM 0.63x, ResNet-50
+            # 0.91x, EfficientNet-Lite0 0.92x, DenseNet-121 0.93x, VGG-19 0.94x, other
+            # light models 0.98-1.00x), then few vectors. (Ranking waste by rows alone,
+            # not rows x vectors, gave SqueezeNet's stem 8x2 instead of 16x1, 0.63x, but
+            # ZFNet's 11x2 instead of 11x1, 1.44x: left to the tuner.)
+            loads = Fraction(r + vectors, r * vectors)
+            score = (min(r, _MIN_ROWS, rows), line, exact, -waste * vectors, area, -loads, -vectors)
             if best is None or score > best[0]:
                 best = (score, Tile(rows=r, vectors=vectors, lanes=lanes))
     return best[1] if best else None
+
+
+def pad_in_tile_default(sch: s_tir.Schedule, con: Contraction, pad: SBlockRV) -> bool:
+    """The default of ``Knobs.pad_in_tile`` for ``con`` reading the output of ``pad``:
+    only for a strided conv without a channel reduction (a stride-2 depthwise conv).
+
+    Inside the tile, each tile copies the padded rows it reads, so overlapping windows
+    copy an input row more than once (3x3 stride 1: three times). A stride-2 depthwise
+    conv reads a padded copy 4x the size of its output, made and read back through
+    memory: per kernel, interleaved, EfficientNet-Lite0's 112x112x96 one took 0.55-0.75x
+    the time in the tile. A stride-1 depthwise conv (9 multiply-adds per output) took
+    1.1-1.3x, a 3-channel stem (a scalar copy) 1.5x, and ResNet-50's 3x3 convs (the copy
+    ~1/100 of the multiply-adds) measured 0.93x to 1.07x on the whole model in three
+    runs, no clear gain: those keep the padded copy unless the tuner picks otherwise.
+    """
+    block = sch.get(con.info.block_rv)
+    out = sch.get(pad).writes[0].source
+    reads = [r for r in block.reads if r.source.same_as(out)]
+    if len(reads) != 1 or con.row is None:
+        return False
+    index = [r.min for r in reads[0].region]
+    channel = [k for k in con.reduce if uses(index[-1], con.info.iters[k].var)]
+    if any(con.extent(k) > 1 for k in channel):  # not depthwise
+        return False
+    stride = var_coefficient(index[-2], con.info.iters[con.row].var) if len(index) > 1 else None
+    return stride is not None and stride > 1
 
 
 def schedule_contraction(
@@ -125,15 +164,18 @@ def schedule_contraction(
     epilogue: SBlockInfo | None,
     cpu: CpuInfo,
     knobs: Knobs | None = None,
-) -> bool:
-    """Schedule ``con`` (and its elementwise ``epilogue``) in place. False if not applicable.
+    pads: Sequence[SBlockRV] = (),
+) -> list[SBlockRV] | None:
+    """Schedule ``con`` (and its elementwise ``epilogue``) in place; returns the blocks of
+    ``pads`` (zero-padding producers of its input) it did not compute inside the tile,
+    for the caller to schedule; None (nothing changed) if ``con`` has no vector tile.
 
     ``knobs`` (tuning only) replaces the fixed choices by the tuner's decisions."""
     knobs = knobs or Knobs()
     rows = con.extent(con.row) if con.row is not None else 1
     tile = choose_tile(rows, con.extent(con.vec), cpu, con.dtype_bits, con.group)
     if tile is None:
-        return False
+        return None
     span = math.gcd(con.extent(con.vec), con.group) if con.group else con.extent(con.vec)
     n_rows, n_vectors = (
         knobs.factors(sch, tile, rows, span) if knobs.factors else (tile.rows, tile.vectors)
@@ -156,6 +198,13 @@ def schedule_contraction(
     sch.reorder(*outer, *reduce, *rows_inner, v_vec, v_lane)
 
     tile_loop = outer[-1]
+    left = []
+    for pad in pads:
+        in_tile = knobs.pad_in_tile
+        if in_tile is None:
+            in_tile = pad_in_tile_default(sch, con, pad)
+        if not (in_tile and _pad_in_tile(sch, pad, tile_loop, tile.lanes)):
+            left.append(pad)
     if epilogue is not None:
         sch.reverse_compute_at(epilogue.block_rv, tile_loop, preserve_unit_loops=True)
         sch.set_scope(block, 0, "local")
@@ -178,4 +227,17 @@ def schedule_contraction(
         init = sch.decompose_reduction(block, reduce[0])
         unroll_and_vectorize(sch, sch.get_loops(init)[1:], tile.lanes)
     logger.debug("contraction %s: tile %s", con.info.name, tile)
+    return left
+
+
+def _pad_in_tile(sch: s_tir.Schedule, pad: SBlockRV, tile_loop: LoopRV, lanes: int) -> bool:
+    """Compute ``pad`` inside ``tile_loop``: each tile writes the padded input rows it
+    reads into a small buffer that stays in L1, instead of the kernel writing and reading
+    back a padded copy of its whole input (a depthwise conv's traffic tripled). False,
+    ``sch`` unchanged, where TVM cannot place it there."""
+    try:
+        sch.compute_at(pad, tile_loop, preserve_unit_loops=True)
+    except s_tir.ScheduleError:
+        return False
+    vector_split(sch, sch.get_loops(pad)[-1], lanes)
     return True

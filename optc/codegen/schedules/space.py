@@ -8,7 +8,9 @@ with its choices exposed to the search:
   default is ``choose_tile``'s pick (random re-sampling explores the rest);
 - structural variants, one design space each: the loop order of the tile loops (weight
   panel reused by every row block, optc's default, or a row block reused by every weight
-  panel) and, for kernels near ``PARALLEL_MIN_MACS``, parallel or serial.
+  panel), for kernels near ``PARALLEL_MIN_MACS`` parallel or serial, and for kernels
+  that zero-pad their input the padded rows made inside each tile or a padded copy of
+  the whole input made before the kernel (``Knobs.pad_in_tile``).
 
 Design space 0 with its default decisions is exactly the untuned schedule, so the
 tuner can seed the database with it (``tune.py``). Functions that are not float
@@ -27,7 +29,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 
 from .analysis import as_contraction
-from .apply import float_reduction, schedule_contraction_with
+from .apply import float_reduction, is_pad, schedule_contraction_with
 from .contraction import _MAX_ACC_FRACTION, _MAX_ROWS, PARALLEL_MIN_MACS, Factor, Knobs, Tile
 from .hw import CpuInfo, cpu_info
 from .measure import preload_tensor_intrin
@@ -85,9 +87,18 @@ def contraction_macs(func: tirx.PrimFunc) -> int | None:
     return math.prod(int(it.dom) for it in con.info.iters)
 
 
-def variants(macs: int, cpu: CpuInfo) -> list[Knobs]:
+def has_pad(func: tirx.PrimFunc) -> bool:
+    """Whether ``func`` zero-pads an input before its contraction (``apply.is_pad``)."""
+    sch = s_tir.Schedule(func)
+    infos = normalize_prim_func(sch)
+    return infos is not None and any(is_pad(sch, info) for info in infos)
+
+
+def variants(macs: int, cpu: CpuInfo, pad: bool = False) -> list[Knobs]:
     """The structural variants for a contraction of ``macs`` multiply-adds; the first one
-    is optc's default structure."""
+    is optc's default structure. With a ``pad`` producer, the padded input made inside the
+    tile and before the kernel are two more (one of them the default's choice: the rule
+    is per kernel, ``contraction.pad_in_tile_default``)."""
     default_parallel = macs >= PARALLEL_MIN_MACS
     parallel = [default_parallel]
     if (
@@ -96,10 +107,15 @@ def variants(macs: int, cpu: CpuInfo) -> list[Knobs]:
     ):
         parallel.append(not default_parallel)
     factors = sampled_factors(cpu)
-    return [
+    found = [
         Knobs(factors=factors, parallel=p, rows_outside=order)
         for order, p in itertools.product((False, True), parallel)
     ]
+    if pad:
+        found += [
+            Knobs(factors=factors, parallel=default_parallel, pad_in_tile=t) for t in (True, False)
+        ]
+    return found
 
 
 def contraction_space(target: tvm.target.Target) -> ms.space_generator.ScheduleFn:
@@ -112,7 +128,7 @@ def contraction_space(target: tvm.target.Target) -> ms.space_generator.ScheduleF
         if macs is None:
             return [sch]
         spaces = []
-        for knobs in variants(macs, cpu):
+        for knobs in variants(macs, cpu, has_pad(sch.mod["main"])):
             copy = sch.copy()
             if schedule_contraction_with(copy, cpu, knobs):
                 spaces.append(copy)
