@@ -7,6 +7,8 @@ kernel without per-lane div/mod, no layout transposes around per-channel constan
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import tvm
@@ -21,7 +23,8 @@ from test_schedules import (
 from tvm.relax.frontend.onnx import from_onnx
 
 from optc.codegen.schedules import apply_cpu_schedules
-from optc.codegen.schedules.conv_pack import pack_weight, panel_width
+from optc.codegen.schedules.conv_pack import pack_weight, padded_channels, panel_width
+from optc.codegen.schedules.hw import cpu_info
 from optc.codegen.schedules.tune import legalized
 
 
@@ -109,9 +112,12 @@ def test_convolution_weights_are_packed_in_panels() -> None:
     packed = {n: f for n, f in funcs.items() if "conv2d_packed" in n}
     dense = [f for n, f in funcs.items() if "matmul_packed" in n]
     assert len(dense) == 1 and [int(d) for d in dense[0].params[1].shape][1] == 64 * 23 * 23
-    # The 1x1 conv (0.5 M multiply-adds) is small enough to stay unpacked.
-    assert len(packed) == 4, sorted(funcs)
-    assert any(n.startswith("fused_conv2d_add") for n in funcs), sorted(funcs)
+    # The 1x1 conv (0.5 M multiply-adds) is small enough to stay unpacked; so is the
+    # 24-channel one where a vector has 16 lanes (AVX-512).
+    lanes = cpu_info(RUN_TARGET).lanes(32)
+    expected = sum(panel_width(f, lanes) is not None for f in (32, 48, 24, 32))
+    assert len(packed) == expected, sorted(funcs)
+    assert any(re.match(r"fused_conv2d\d*_add", n) for n in funcs), sorted(funcs)
     for name, func in packed.items():
         weight = func.params[1]
         shape = [int(d) for d in weight.shape]
@@ -194,6 +200,37 @@ def test_channel_constants_keep_channels_last() -> None:
     # into the convolution's epilogue.
     assert len([n for n in funcs if "transpose" in n]) <= 2, sorted(funcs)
     assert any("conv2d" in n and "multiply" in n for n in funcs), sorted(funcs)
+    feeds = random_inputs(model)
+    (expected,) = onnxruntime_outputs(model, feeds)
+    (actual,) = compile_and_run(model, feeds)
+    assert_close(actual, expected)
+
+
+def _odd_channels_model() -> onnx.ModelProto:
+    """A 1x1 conv to 250 channels (SqueezeNet's classifier has 1000): no whole number of
+    8- or 16-lane vectors."""
+    rng = np.random.default_rng(3)
+    inits = [
+        _weight(rng, "w", (250, 64, 1, 1)),
+        numpy_helper.from_array(rng.standard_normal(250).astype(np.float32), "b"),
+    ]
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w", "b"], ["c"]), n("Relu", ["c"], ["y"])]
+    return _model(nodes, inits, [1, 64, 13, 13], [1, 250, 13, 13])
+
+
+def test_odd_channel_count_is_padded_to_whole_vectors() -> None:
+    """The conv computes 256 channels on a packed weight (zero panels appended) and its
+    epilogue slices the 250 real ones out, in the same kernel."""
+    assert padded_channels(250, 16) == 256 and padded_channels(250, 8) == 256
+    assert padded_channels(256, 16) is None  # already whole vectors
+    assert padded_channels(40, 16) is None  # 64 would waste 24 of 40
+    model = _odd_channels_model()
+    funcs = _prim_funcs(_scheduled(model))
+    fused = [f for n, f in funcs.items() if "conv2d_packed" in n and "strided_slice" in n]
+    assert len(fused) == 1, sorted(funcs)
+    panels, _, _, _, width = (int(d) for d in fused[0].params[1].shape)
+    assert panels * width == 256
     feeds = random_inputs(model)
     (expected,) = onnxruntime_outputs(model, feeds)
     (actual,) = compile_and_run(model, feeds)
