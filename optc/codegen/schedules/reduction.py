@@ -13,6 +13,8 @@ from tvm.s_tir.dlight.analysis import SBlockInfo
 from .analysis import const_extents, vector_access_ok
 from .loops import extent, parallel_outer, unroll_and_vectorize
 
+_MIN_LANES = 4
+
 
 def vector_axis(sch: s_tir.Schedule, info: SBlockInfo) -> int | None:
     """Index of the spatial iterator that is the output's last index and contiguous (or
@@ -29,6 +31,17 @@ def vector_axis(sch: s_tir.Schedule, info: SBlockInfo) -> int | None:
     return None
 
 
+def vector_lanes(ext: int, lanes: int) -> int | None:
+    """Lanes for a vectorized axis of ``ext`` elements: ``lanes``, or narrower vectors
+    where whole wide ones do not divide it (1000 channels on AVX-512: 8 lanes, not a
+    scalar loop), or the whole short axis; None if none fits."""
+    while lanes > _MIN_LANES and ext % lanes and ext > lanes:
+        lanes //= 2
+    if ext % lanes == 0 or (ext < lanes and ext % _MIN_LANES == 0):
+        return lanes
+    return None
+
+
 def schedule_spatial_vector_reduction(
     sch: s_tir.Schedule, info: SBlockInfo, lanes: int, cores: int
 ) -> bool:
@@ -37,8 +50,10 @@ def schedule_spatial_vector_reduction(
     if vec is None:
         return False
     ext = int(info.iters[vec].dom)
-    if ext % lanes and not (ext < lanes and ext % 4 == 0):
+    narrowed = vector_lanes(ext, lanes)
+    if narrowed is None:
         return False
+    lanes = narrowed
     loops = [it.loop_rv for it in info.iters]
     spatial = [loops[k] for k, it in enumerate(info.iters) if it.kind == "S" and k != vec]
     reduce = [loops[k] for k, it in enumerate(info.iters) if it.kind == "R"]

@@ -29,7 +29,7 @@ from tvm.s_tir.schedule import LoopRV, SBlockRV
 
 from .analysis import const_extents
 from .loops import PARALLEL_MIN_ELEMS, extent, vector_split
-from .reduction import vector_axis
+from .reduction import vector_axis, vector_lanes
 from .rfactor import rfactor_candidate, split_rfactor, vectorize_rfactor
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def _reduces_across_rows(sch: s_tir.Schedule, infos: list[SBlockInfo], lanes: in
         if info.is_injective():
             continue
         vec = vector_axis(sch, info)
-        if vec is not None and int(info.iters[vec].dom) % lanes == 0:
+        if vec is not None and vector_lanes(int(info.iters[vec].dom), lanes) is not None:
             return True
     return False
 
