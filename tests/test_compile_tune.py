@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from test_compile_support import DIGITS, cache_dir  # noqa: F401 (a fixture)
 
+from optc.codegen.schedules.tune import SEARCH_DIR
 from optc.compiler import compile_model
 from optc.compiler.tuning import tuning_dir
 from optc.errors import UserInputError
@@ -39,21 +40,35 @@ def test_tuning_database_is_cached_and_reused(
     assert database.is_relative_to(cache_dir / "optc" / "tuning")
     assert tuning["records"] > 0 and tuning["trials"] == 8
     assert first.report["check"]["status"] == "passed"  # the tuned build matches the reference
-    _assert_measured(database, tuning["records"])
+    _assert_measured(database / SEARCH_DIR)
+    _assert_verified(database, tuning["records"])
     second = compile_model(DIGITS, "host", tmp_path / "second", tune=8, repeat=2)
     assert second.report["tuning"]["records"] == tuning["records"]  # nothing tuned again
     assert second.report["stages_s"]["tune"] < first.report["stages_s"]["tune"]
 
 
-def _assert_measured(database: Path, count: int) -> None:
-    """Every record holds real run times (seconds per run of one kernel), and at least one
-    function has candidates measured besides the seed (optc's untuned schedule)."""
+def _assert_verified(database: Path, count: int) -> None:
+    """The compile's database holds one record per tuned function: the search's winner or
+    the untuned schedule, with the times of their alternating re-measurement."""
+    import tvm_ffi
+
+    from optc.codegen.schedules.tune import VERIFY_ROUNDS
+    from optc.compiler.tuning import open_database
+
+    records = list(open_database(database).get_all_tuning_records())
+    assert len(records) == count
+    assert len({tvm_ffi.structural_hash(r.workload.mod) for r in records}) == count
+    assert all(len(r.run_secs) >= VERIFY_ROUNDS for r in records)
+
+
+def _assert_measured(database: Path) -> None:
+    """Every search record holds real run times (seconds per run of one kernel), and at
+    least one function has candidates measured besides the seed (optc's untuned one)."""
     import tvm_ffi
 
     from optc.compiler.tuning import open_database
 
     records = list(open_database(database).get_all_tuning_records())
-    assert len(records) == count
     by_workload: dict[int, list[float]] = {}
     for record in records:
         seconds = [float(s) for s in record.run_secs]
