@@ -26,8 +26,10 @@ every kernel is a scalar, serial loop nest. This package supplies:
 - ``tune(mod, target, trials, work_dir)``: MetaSchedule on top, with a JSON database in
   ``work_dir`` that later compiles pick up (``tune.py``). Its design space is optc's own
   contraction rule with the register tile, loop order and parallel-or-serial as sampled
-  decisions (``space.py``), seeded with the measured untuned schedule so that a tuned
-  record is never slower; candidates are built by two persistent workers that never
+  decisions (``space.py``), seeded with the measured untuned schedule; a search winner
+  replaces the untuned schedule only if it is still >= 3 % faster when both are measured
+  again, alternately, at the end (one noisy measurement had kept slower kernels);
+  candidates are built by two persistent workers that never
   import TVM's tensor-intrinsic library (``measure.py``: that import alone took 29 s per
   worker and batch).
 
