@@ -30,10 +30,14 @@ from optc.search import (
     Prediction,
     Predictor,
     Scorer,
+    Settings,
+    choose,
     dominates,
     expand,
     fastest,
     pareto_front,
+    prepare,
+    search,
     select,
 )
 from optc.search.candidates import graph_key
@@ -142,6 +146,38 @@ def test_measured_latency_overrides_the_prediction(evaluated: tuple) -> None:
     failed = dataclasses.replace(measured, stage="failed")
     assert select([*others, failed], budget, max_drop=1.0) is None
     assert failed not in pareto_front([*others, failed])
+
+
+def test_one_preparation_serves_several_budgets(cache_dir: Path) -> None:  # noqa: F811
+    """``prepare`` once, ``choose`` per budget (what benchmarks/quantize_vs_ort.py does):
+    each choice is the one ``search`` makes for that budget, and the preparation is not
+    changed by a choice. Without a measurer the choice follows the predictions."""
+    target = get_target("host", cache_dir=cache_dir / "optc")
+    graph = optc.load_onnx(DIGITS)
+    data = np.load(DIGITS_TEST)
+    calibration = {"input": data["input"][:64], LABELS: data["labels"][:64]}
+    pipeline = parse_pipeline("mixed-precision{calib-samples=64 sensitivity-samples=8 "
+                              "hutchinson-samples=1 dependencies=false max-drop=0.05}")
+    predictor, scorer = Predictor("roofline", target), Scorer(graph, calibration)
+    loose = Settings(budget_s=1.0, max_drop=0.05)
+    prepared = prepare(graph, pipeline, PassContext(calibration=calibration), predictor,
+                       scorer, loose)
+    before = prepared.points
+    fitting = [p for p in before if p.drop <= loose.max_drop]
+    quickest = min(p.predicted_s for p in fitting)
+    for budget in (1.0, quickest, quickest * 0.5):
+        settings = dataclasses.replace(loose, budget_s=budget)
+        result = choose(prepared, settings, None)
+        assert prepared.points == before
+        again = search(graph, pipeline, PassContext(calibration=calibration), predictor,
+                       scorer, settings, None)
+        assert [c.text for c in again.candidates] == [c.text for c in prepared.candidates]
+        assert (result.chosen, result.best) == (again.chosen, again.best)
+        expected = select(before, budget, loose.max_drop)
+        assert result.chosen == (None if expected is None else expected.index)
+    assert choose(prepared, loose, None).chosen is not None
+    assert choose(prepared, dataclasses.replace(loose, budget_s=quickest * 0.5), None
+                  ).chosen is None
 
 
 def test_a_models_own_spread_replaces_the_slack() -> None:

@@ -4,14 +4,24 @@
 evaluated candidate (``Point``: accuracy, predicted and measured latency), the one
 chosen (the most accurate within the accuracy drop whose measured, else predicted,
 latency fits the budget) and the best point when none fits. ``optc.compiler`` wires it
-to TVM builds and timings (``compile_model(..., budget_s=...)``).
+to TVM builds and timings (``compile_model(..., budget_s=...)``). ``prepare`` (the
+candidates, predicted and scored) and ``choose`` (the measured choice for one budget)
+are its two halves, for callers that ask for several budgets over the same candidates.
 """
 
 from optc.search.candidates import Candidate, expand, pass_options
-from optc.search.driver import Measurer, SearchResult, Settings, search
+from optc.search.driver import (
+    Measurer,
+    Prepared,
+    SearchResult,
+    Settings,
+    choose,
+    prepare,
+    search,
+)
 from optc.search.pareto import Point, dominates, fastest, pareto_front, select
 from optc.search.scoring import Prediction, Predictor, Scorer
 
-__all__ = ["Candidate", "Measurer", "Point", "Prediction", "Predictor", "Scorer",
-           "SearchResult", "Settings", "dominates", "expand", "fastest", "pareto_front",
-           "pass_options", "search", "select"]
+__all__ = ["Candidate", "Measurer", "Point", "Prediction", "Predictor", "Prepared", "Scorer",
+           "SearchResult", "Settings", "choose", "dominates", "expand", "fastest",
+           "pareto_front", "pass_options", "prepare", "search", "select"]

@@ -91,10 +91,30 @@ class SearchResult:
     """None when candidates were timed; else why not (the choice used predictions)."""
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Prepared:
+    """The cheap part of a search, independent of the budget: every candidate, its
+    prediction and its score. ``choose`` can run on it for several budgets."""
+
+    candidates: tuple[Candidate, ...]
+    predictions: tuple[Prediction, ...]
+    points: tuple[Point, ...]
+    scorer: Scorer
+    predictor: Predictor
+
+
 def search(graph: Graph, pipeline: Pipeline, ctx: PassContext, predictor: Predictor,
            scorer: Scorer, settings: Settings, measurer: Measurer | None,
            stage: StageTimer | None = None) -> SearchResult:
     """Search the candidates of ``pipeline`` on ``graph`` (see the module docstring)."""
+    prepared = prepare(graph, pipeline, ctx, predictor, scorer, settings, stage)
+    return choose(prepared, settings, measurer, stage)
+
+
+def prepare(graph: Graph, pipeline: Pipeline, ctx: PassContext, predictor: Predictor,
+            scorer: Scorer, settings: Settings, stage: StageTimer | None = None,
+            ) -> Prepared:
+    """Step 1 of the search: expand, predict and score (no candidate is compiled)."""
     timer = stage or _no_timer
     with timer("search.passes"):
         candidates = expand(graph, pipeline, ctx, limit=settings.max_candidates)
@@ -104,14 +124,24 @@ def search(graph: Graph, pipeline: Pipeline, ctx: PassContext, predictor: Predic
         points = [_point(c, p, scorer) for c, p in zip(candidates, predictions, strict=True)]
     log.info("search: %d candidates, baseline %s %.4f", len(points), scorer.metric,
              scorer.baseline)
-    run = _Run(candidates, points, settings, measurer, scorer)
+    return Prepared(tuple(candidates), tuple(predictions), tuple(points), scorer, predictor)
+
+
+def choose(prepared: Prepared, settings: Settings, measurer: Measurer | None,
+           stage: StageTimer | None = None) -> SearchResult:
+    """Steps 2 and 3 of the search for ``settings.budget_s`` and ``settings.max_drop``.
+    ``prepared`` is not changed, so one preparation serves several budgets (a measurer
+    that keeps its builds then compiles each candidate once)."""
+    timer = stage or _no_timer
+    candidates, predictions = list(prepared.candidates), list(prepared.predictions)
+    run = _Run(candidates, list(prepared.points), settings, measurer, prepared.scorer)
     with timer("search.measure"):
         chosen = run.visit(predictions)
         best = chosen if chosen is not None else run.best_effort(predictions)
     where = None if measurer is not None and measurer.unavailable is None else (
         measurer.unavailable if measurer is not None else "no measurer")
     return SearchResult(tuple(candidates), tuple(run.points), tuple(predictions),
-                        chosen, best, scorer, predictor, where)
+                        chosen, best, prepared.scorer, prepared.predictor, where)
 
 
 def _point(candidate: Candidate, prediction: Prediction, scorer: Scorer) -> Point:
