@@ -257,7 +257,8 @@ def test_latency_from_the_target_roofline(digits: Graph, context: PassContext) -
 def test_candidates_are_distinct_configurations(digits: Graph, context: PassContext) -> None:
     base = MixedPrecision(**QUICK)
     found = list(base.candidates(digits, context))
-    assert len(found) == len({str(c) for c in found}) == 6
+    assert len(found) == len({str(c) for c in found}) == 8
     assert {c.bits for c in found} == {(16,), (8, 16), (4, 8, 16)}
     assert {c.act_bits for c in found if c.bits != (16,)} == {8, 16}
-    assert any(c.max_drop == base.max_drop / 2 for c in found)
+    smaller = sorted(c.max_drop for c in found if c.max_drop != base.max_drop)
+    assert smaller == [base.max_drop / 8, base.max_drop / 4, base.max_drop / 2]
