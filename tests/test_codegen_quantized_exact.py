@@ -286,3 +286,61 @@ def test_an_8bit_code_falls_back_to_pmaddwd(code: int) -> None:
     assert "pmadd.wd" in tir
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_array_equal(got, x.astype(np.int64) @ w.astype(np.int64))
+
+
+def qdq_depthwise(
+    x: np.ndarray, w: np.ndarray, zero: int, stride: int, pad: int
+) -> tvm.IRModule:
+    """``conv2d(dequantize(x, 1, zero), dequantize(W, 1))``, depthwise: with unit scales
+    the float result is the integer accumulator itself, as the lowering computes it."""
+    channels = w.shape[0]
+    return single_op(
+        x,
+        lambda d: relax.op.nn.conv2d(
+            relax.op.dequantize(
+                d, relax.const(1.0, "float32"), relax.const(zero, "uint8"), axis=1
+            ),
+            relax.op.dequantize(
+                relax.const(w),
+                relax.const(np.ones(channels, np.float32)),
+                relax.const(np.zeros(channels, np.int8)),
+                axis=0,
+            ),
+            strides=stride,
+            padding=pad,
+            groups=channels,
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("channels", "size", "kernel", "stride", "zero"),
+    [
+        (32, 14, 3, 1, 0),  # after a ReLU: zero point 0
+        (24, 15, 5, 2, 0),  # 5x5, strided, odd size: the largest window (25 taps)
+        (40, 12, 3, 1, 97),  # a zero point: the float model pads with it
+        (20, 9, 5, 1, 255),  # the largest shift: every activation 0 - 255
+    ],
+)
+@pytest.mark.parametrize("target", [TARGET, pytest.param(ZEN3, marks=needs_avx2)],
+                         ids=["host", "znver3"])
+def test_qdq_depthwise_on_float_vectors_is_exact(
+    channels: int, size: int, kernel: int, stride: int, zero: int, target: tvm.target.Target
+) -> None:
+    """An int8 depthwise conv runs on float32 vectors (``quantized._exact_float_depthwise``):
+    every partial sum is an integer below 2^24, so the result is the integer one bit for
+    bit, at the extremes of the operands too (255 x -128 on 25 taps)."""
+    x, w = operands(
+        np.random.default_rng(channels + kernel + zero),
+        (1, channels, size, size),
+        (channels, 1, kernel, kernel),
+    )
+    x.reshape(-1)[-x.size // 4 :] = 0  # the most negative shifted activations
+    pad = kernel // 2
+    vm, tir, _ = build(qdq_depthwise(x, w, zero, stride, pad), target)
+    assert "int32" not in tir  # no integer accumulator: the float depthwise kernel
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    shifted = x.astype(np.int64) - zero  # padded with the zero point = 0 after the shift
+    reference = conv_reference(shifted, w, stride, pad, channels)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got.astype(np.int64), reference)

@@ -12,7 +12,14 @@ import optc
 from optc.pipeline import PassContext
 from optc.quant import FP16, FP32, LayerPrecision
 from optc.quant.evaluate import Measure
-from optc.quant.latency import INT8_SPATIAL, host_rates, latency_model, proxy_latency
+from optc.quant.latency import (
+    INT8_DEPTHWISE_AVX2,
+    INT8_DEPTHWISE_VNNI,
+    INT8_SPATIAL,
+    host_rates,
+    latency_model,
+    proxy_latency,
+)
 from optc.quant.layers import quantizable_layers
 from optc.quant.search import Trial, bisect_ladder, longest_feasible_prefix
 
@@ -105,6 +112,11 @@ def test_int8_priced_by_the_kernel_optc_gives_the_layer(flags: set[str]) -> None
         generic = dataclasses.replace(layer, kind="spatial")
         assert rates.layer_seconds(generic, W8) == pytest.approx(fp32 * INT8_SPATIAL)
         assert INT8_SPATIAL > 1
+        # a depthwise conv runs on float32 vectors (exact), about float32's speed
+        depthwise = dataclasses.replace(layer, kind="depthwise")
+        factor = INT8_DEPTHWISE_VNNI if "avx512_vnni" in flags else INT8_DEPTHWISE_AVX2
+        assert rates.layer_seconds(depthwise, W8) == pytest.approx(fp32 * factor)
+        assert 0.8 < factor < 1.1
     plain = proxy_latency(layers, rates)
     assert plain(graph, {layer.key: W8 for layer in layers}) < plain(graph, {})
 

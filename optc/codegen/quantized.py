@@ -29,10 +29,11 @@ On x86 the int8 matmuls and 1x1 convolutions are then packed for ``vpdpbusd`` (A
 VNNI, 16-wide outputs) or, 8-wide and on every width on CPUs without VNNI, AVX2's
 ``vpmaddubsw`` (weights whose codes are all 7-bit, as ``optc.quant`` emits them for such
 CPUs) or ``vpmaddwd`` (any code) (``schedules/vnni_pack.py``). A stem conv (fewer than 8
-input channels) stays float32 on those CPUs (``_float_conv``). Activation ``quantize`` /
-``dequantize`` left over (per-tensor) become elementwise Relax ops, which layout
-conversion and operator fusion understand (TVM has no layout rule for them: each would
-otherwise cost two transposes in a channels-last graph).
+input channels) stays float32 on those CPUs (``_float_conv``), and a depthwise conv
+runs on float32 vectors with the integer result, exactly (``_exact_float_depthwise``).
+Activation ``quantize`` / ``dequantize`` left over (per-tensor) become elementwise
+Relax ops, which layout conversion and operator fusion understand (TVM has no layout
+rule for them: each would otherwise cost two transposes in a channels-last graph).
 """
 
 from __future__ import annotations
@@ -109,11 +110,13 @@ class _LowerContractions(_Resolving):
     """Rewrite conv2d / matmul over dequantized int8 operands (see the module docstring);
     with ``widen_fp16``, float16 contractions accumulate in float32."""
 
-    def __init__(self, mod: tvm.IRModule, widen_fp16: bool, float_stem: bool = False) -> None:
+    def __init__(self, mod: tvm.IRModule, widen_fp16: bool, float_stem: bool = False,
+                 float_depthwise: bool = False) -> None:
         super().__init__(mod)
         self.mod = mod
         self.widen_fp16 = widen_fp16
         self.float_stem = float_stem
+        self.float_depthwise = float_depthwise
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # TVM visitor name
         call = super().visit_call_(call)
@@ -216,6 +219,8 @@ class _LowerContractions(_Resolving):
                 act, extra = unpadded
                 padding = [p + e for p, e in zip(padding, extra, strict=True)]
             data, out_dtype = act.data, ACC_DTYPE
+            if self.float_depthwise and _depthwise(call, weight.codes):
+                return self._exact_float_depthwise(call, act, weight, scale, padding)
             if act.zero and any(padding):
                 # The float model pads with 0.0, i.e. with the zero point in integer terms:
                 # conv(pad_z(xq), W) - z * sum(W) == conv(pad_0(xq - z), W). The shifted
@@ -233,6 +238,33 @@ class _LowerContractions(_Resolving):
         sums = weight.codes.astype(np.int64).sum(axis=(1, 2, 3))
         return self._rescale(call, acc, act, scale, sums, [1, -1, 1, 1])
 
+    def _exact_float_depthwise(self, call: relax.Call, act: IntActivation, weight: IntWeight,
+                               scale: np.ndarray, padding: list[int]) -> relax.Expr:
+        """An int8 depthwise conv on float32 vectors, bit for bit the integer result.
+
+        Every product of a uint8 (or zero-point-shifted) activation and an int8 code is
+        an integer below 2^16 in magnitude and a 5x5 window sums 25 of them, so every
+        partial sum stays below 2^24, where float32 represents integers exactly: the
+        float accumulator holds the int32 accumulator's value whatever the order of the
+        additions. The conv then takes optc's vectorized float depthwise schedule; the
+        activation stays uint8 in memory (widened where it is read) and the requantize
+        is the fused epilogue. Per kernel it runs at the int32 form's speed (0.86-1.20x,
+        EfficientNet-Lite0's shapes, host and znver3 code on a Zen 5), but end to end
+        EfficientNet-Lite0 all-int8 took 0.70x the time of the int32 form with host
+        code and 0.93x with znver3 code, bit for bit the same outputs (/tmp/helperC
+        dw_e2e.py, 2026-12-06; where the difference comes from was not profiled).
+        Figures: ``optc.quant.latency.INT8_DEPTHWISE_*``."""
+        data = self.builder_.emit(relax.op.astype(act.data, "float32"))
+        if act.zero and any(padding):  # pad with the zero point: conv(pad_0(xq - z), W)
+            data = self.builder_.emit(
+                relax.op.subtract(data, _scalar(float(act.zero), "float32")))
+            act = dataclasses.replace(act, zero=0)
+        acc = self.builder_.emit(_nchw_conv2d(
+            data, relax.const(weight.codes.astype(np.float32), "float32"), call.attrs,
+            padding, "float32"))
+        sums = weight.codes.astype(np.int64).sum(axis=(1, 2, 3))
+        return self._rescale(call, acc, act, scale, sums, [1, -1, 1, 1])
+
     def _float_conv(self, call: relax.Call, act: IntActivation, weight: IntWeight) -> relax.Expr:
         """The QDQ conv computed in float32 on the dequantized operands, as the model says.
 
@@ -242,9 +274,10 @@ class _LowerContractions(_Resolving):
         an add, against one FMA in float32) that read a zero-point-shifted int16 copy of
         the image. EfficientNet-Lite0's int8 stem took 1.04 ms, float 0.59 ms (Zen 3, 2
         threads, kernel minima). The input is quantized from float anyway, so float
-        compute costs no memory traffic; depthwise convs, also faster in float per
-        kernel, stay int8: float there makes their neighbours write and read float32
-        activations, and the model ran ~10% slower end to end. The activation stays
+        compute costs no memory traffic (depthwise convs keep int8 activations around
+        them and compute on float32 vectors exactly: ``_exact_float_depthwise``;
+        computing them on dequantized floats made the model ~10% slower end to end, as
+        their neighbours then wrote and read float32 activations). The activation stays
         quantized (``quantize`` / ``dequantize`` are elementwise, fused into its
         producer; fidelity is the QDQ model's) and the weight is ``codes * scale`` in
         float32, what ``FoldConstant`` makes of its dequantize. A ``quantize(pad(x))``
@@ -333,15 +366,26 @@ class _LowerContractions(_Resolving):
         """The float result from the accumulator: zero-point correction, then the scales."""
         dtype = str(call.ty.dtype)
         if act is not None:
+            integer = str(acc.ty.dtype) == ACC_DTYPE  # else exact float32 (depthwise)
             if act.zero:
-                correction = (act.zero * sums).astype(np.int32).reshape(shape)
-                acc = self.builder_.emit(relax.op.subtract(acc, relax.const(correction)))
-            acc = self.builder_.emit(relax.op.astype(acc, "float32"))
+                correction = (act.zero * sums).astype(np.int32 if integer else np.float32)
+                acc = self.builder_.emit(
+                    relax.op.subtract(acc, relax.const(correction.reshape(shape))))
+            if integer:
+                acc = self.builder_.emit(relax.op.astype(acc, "float32"))
             scale = scale * np.float32(act.scale)
         out = relax.op.multiply(acc, relax.const(scale.astype(np.float32).reshape(shape)))
         if dtype != "float32":
             out = relax.op.astype(self.builder_.emit(out), dtype)
         return out
+
+
+def _depthwise(call: relax.Call, codes: np.ndarray) -> bool:
+    """One input channel per output channel, and few enough taps (at most 256: 255 * 128
+    * 256 < 2^24) for float32 to hold the accumulator exactly."""
+    groups = int(call.attrs.groups)
+    taps = int(np.prod(codes.shape[1:]))
+    return groups > 1 and codes.shape[1] == 1 and groups == codes.shape[0] and taps <= 256
 
 
 def _stem_conv(call: relax.Call, codes: np.ndarray) -> bool:
@@ -423,14 +467,17 @@ def _apply(mutator: relax.PyExprMutator, mod: tvm.IRModule) -> tvm.IRModule:
     return relax.transform.DeadCodeElimination()(rewrite_functions(mutator, mod))
 
 
-def lower_quantized(widen_fp16: bool, float_stem: bool = False) -> tvm.transform.Pass:
+def lower_quantized(widen_fp16: bool, float_stem: bool = False,
+                    float_depthwise: bool = False) -> tvm.transform.Pass:
     """Integer contractions first (they match on ``dequantize``), then elementwise Q/DQ;
     ``widen_fp16``: float16 contractions accumulate in float32; ``float_stem``: a QDQ
-    conv over fewer than 8 input channels computes in float32 (``_float_conv``)."""
+    conv over fewer than 8 input channels computes in float32 (``_float_conv``);
+    ``float_depthwise``: int8 depthwise convs run exactly on float32 vectors
+    (``_exact_float_depthwise``)."""
 
     @tvm.transform.module_pass(opt_level=0, name="OptcLowerQuantized")
     def _lower(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        mod = _apply(_LowerContractions(mod, widen_fp16, float_stem), mod)
+        mod = _apply(_LowerContractions(mod, widen_fp16, float_stem, float_depthwise), mod)
         return _apply(_ElementwiseQDQ(mod), mod)
 
     return _lower
@@ -454,6 +501,7 @@ def prepare_quantized(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRMod
     from optc.codegen.schedules.vnni_pack import dot_kernels
 
     with target:
+        x86 = bool(dot_kernels(target))
         return lower_quantized(
-            widen_fp16=not native_fp16(target), float_stem=bool(dot_kernels(target))
+            widen_fp16=not native_fp16(target), float_stem=x86, float_depthwise=x86
         )(mod)

@@ -87,11 +87,22 @@ INT8_PMADDUBSW = 0.51
 # against optc's float32 kernel, 32 -> 64 at 14x14, 64 -> 128 at 7x7, 16 -> 32 at 8x8,
 # 32 -> 64 at 4x4: 7-bit codes on ``vpmaddubsw`` 0.48, 0.45, 0.59, 0.56; 8-bit codes on
 # ``vpmaddwd`` 0.74, 0.72, 0.75, 0.71; the generic loop 1.65, 1.22, 1.25, 1.18.
-# A stem runs in float32 (quantized activations around it). Depthwise convolutions keep
-# the int8 factor: per kernel they are slower than float, but in float their neighbours
-# read and write float32 activations, and EfficientNet-Lite0 ran ~10 % slower end to end.
+# A stem runs in float32 (quantized activations around it).
 INT8_SPATIAL = (433 + 183) / (74 + 86)
 INT8_STEM = 1.0
+# Depthwise convolutions on x86 with AVX2 run exactly on float32 vectors, reading uint8
+# activations and requantizing in their epilogue (``optc.codegen.quantized.
+# _exact_float_depthwise``). Per kernel against optc's float32 depthwise conv (float
+# in and out), interleaved medians, 2 threads on a shared Zen 5 VM (/tmp/helperC
+# dw_kernel.py, 2026-12-06), EfficientNet-Lite0's shapes 32ch 112x112 3x3, 144ch
+# 56x56 5x5/2, 240ch 28x28 5x5, 480ch 14x14 3x3, 672ch 14x14 5x5/2: host code (AVX-512)
+# 1.03, 0.86, 0.88, 0.87, 0.87 (geometric mean 0.90); znver3 code (AVX2) 1.13, 0.86,
+# 0.82, 1.02, 1.07 (0.97). (The int32 loop they replace measured 0.82-1.21 in the
+# same runs; end to end, EfficientNet-Lite0 all-int8 ran 0.70x as long with the float
+# form on host code, 0.93x on znver3 code: /tmp/helperC dw_e2e.py.) Elsewhere the
+# int32 loop keeps the nominal int8 factor.
+INT8_DEPTHWISE_VNNI = 0.90
+INT8_DEPTHWISE_AVX2 = 0.97
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,14 +119,17 @@ class ProxyRates:
     int8_factor: float = INT8_NO_VNNI
     int8_spatial_factor: float = INT8_SPATIAL
     int8_stem_factor: float = INT8_STEM
+    int8_depthwise_factor: float | None = None
+    """``None``: the ``int8_factor`` (no float form of the depthwise kernel)."""
 
     def layer_seconds(self, layer: Layer, precision: LayerPrecision) -> float:
         fp32 = layer.weight_elements * 4 / self.bandwidth + layer.macs / self.fp32_macs
         if precision == FP32:
             return fp32
         if precision.act_bits == 8:  # uint8 x int8 -> int32 kernels
-            factor = {"spatial": self.int8_spatial_factor,
-                      "stem": self.int8_stem_factor}.get(layer.kind, self.int8_factor)
+            factor = {"spatial": self.int8_spatial_factor, "stem": self.int8_stem_factor,
+                      "depthwise": self.int8_depthwise_factor}.get(layer.kind)
+            factor = self.int8_factor if factor is None else factor
             return fp32 * factor
         factor = self.fp16_factor if precision.weight_bits == 16 else self.weight_only_factor
         if factor is not None:
@@ -129,14 +143,17 @@ def host_rates(flags: Collection[str] | None = None) -> ProxyRates:
     (default: this machine's; none known: no float16 arithmetic, no VNNI)."""
     flags = cpu_flags() if flags is None else flags
     native_fp16 = any(f in flags for f in _FP16_FLAGS)
+    depthwise = None
     if any(f in flags for f in _VNNI_FLAGS):
-        int8 = INT8_VNNI
+        int8, depthwise = INT8_VNNI, INT8_DEPTHWISE_VNNI
+    elif "avx2" in flags:
+        int8, depthwise = INT8_PMADDUBSW, INT8_DEPTHWISE_AVX2
     else:
-        int8 = INT8_PMADDUBSW if "avx2" in flags else INT8_NO_VNNI
+        int8 = INT8_NO_VNNI
     return ProxyRates(
         fp16_factor=None if native_fp16 else FP16_WIDENED,
         weight_only_factor=None if native_fp16 else WEIGHT_ONLY_WIDENED,
-        int8_factor=int8)
+        int8_factor=int8, int8_depthwise_factor=depthwise)
 
 
 def cpu_flags() -> frozenset[str]:

@@ -74,7 +74,9 @@ def int8_kind(node: Node, weight_shape: tuple[int, ...]) -> str:
     - ``"dot"``: matmul, Gemm and 1x1 convolutions with one group — packed int8 weights
       and dot-product instructions (``vpdpbusd`` / ``vpmaddubsw`` / ``vpmaddwd``,
       ``schedules/vnni.py``);
-    - ``"depthwise"``: one input channel per group — a vectorized int32 loop;
+    - ``"depthwise"``: one input channel per group — on x86 with AVX2 computed exactly
+      on float32 vectors (``optc.codegen.quantized._exact_float_depthwise``), elsewhere
+      a vectorized int32 loop;
     - ``"stem"``: fewer than 8 input channels — computed in float32 on x86 (there is
       nothing to pack; ``optc.codegen.quantized._float_conv``);
     - ``"dot"`` too: a spatial convolution (3x3...) with one group, input channels a
