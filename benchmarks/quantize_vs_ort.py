@@ -5,7 +5,8 @@ MiniLM-L6), batch 1, all in one process with the same thread count:
 
 - fp32: optc's TVM build and onnxruntime on the same (BatchNorm-folded) ONNX model;
 - optc ``mixed-precision`` (``quantize_mixed``) at its default ``max-drop`` (0.01) on the
-  calibration set, compiled with optc's TVM code generator (QDQ layers as
+  calibration set (the drop in accuracy, MiniLM embedding cosine, EfficientNet logit
+  cosine), compiled with optc's TVM code generator (QDQ layers as
   uint8 x int8 -> int32 contractions, weight-only layers reading int8 codes in the kernel);
 - onnxruntime ``quantize_static`` (QDQ format, per-channel int8 weights, uint8
   activations, MinMax calibration on the same calibration set), run by onnxruntime.
@@ -20,11 +21,39 @@ exported ``.so`` files.
     python benchmarks/quantize_vs_ort.py --models digits fashion --repeat 20
     python benchmarks/quantize_vs_ort.py --models efficientnet_lite0 minilm --fast
     python benchmarks/quantize_vs_ort.py --fast --mcpu znver3   # optc code for a Zen 3
+    python benchmarks/quantize_vs_ort.py --fast --no-budgets      # the max-drop point only
 
 ``--mcpu`` compiles optc's variants for another LLVM CPU of this architecture (its code
 must run here: ``znver3`` on a newer AMD or Intel CPU with AVX2), with the int8 weight
 codes its kernel needs (7-bit without AVX-512 VNNI, ``optc.quant.kernels``);
 onnxruntime still runs this host's own kernels.
+
+Budget points (``--budgets``, on by default): optc's own budget search, the path of
+``optc compile MODEL --target host --budget B --max-drop D --calib F``
+(``optc.search.prepare`` once per model, then ``optc.search.choose`` per budget, with
+the benchmark's TVM target and timing standing in for ``optc.compiler``'s
+``TargetMeasurer``), at three budgets: (a) onnxruntime int8's latency (measured first,
+interleaved with optc fp32), the peer at the same budget; (b) half of optc's fp32
+latency, the issue's goal; (c) their geometric mean. For each: the candidate the
+search writes, its latency timed interleaved with all the other variants, its
+held-out quality, and whether it met the budget there.
+
+How budget and max-drop interact: the search's candidates are the ``mixed-precision``
+pass as configured (the fastest assignment within ``--budget-max-drop``, default
+0.02), its proposals (fp16 only; fp16+int8 and fp16+int8+int4 with 8- or 16-bit
+activations, each the fastest within that drop), the same at 1/2, 1/4 and 1/8 of the
+drop, and the fp32 model (candidates giving the same graph are one). Among those
+within the drop, the search writes the most accurate whose measured latency fits the
+budget; when none fits, the fastest within the drop (the "best point", reported as a
+miss). So a larger max-drop lets a tight budget buy speed with accuracy, and a loose
+budget buys accuracy back (down to fp32). The pass ranks its assignments with the
+host roofline there (as ``optc compile --budget`` does: ``ctx.analyses["latency"]``),
+the max-drop point above with its own host proxy (``optc.quant.latency``). Scores are
+on the calibration data, with the pass's metric: accuracy with labels (digits,
+Fashion-MNIST), embedding cosine (MiniLM) and, for EfficientNet, logit cosine (its
+eight photo views make top-1 agreement too coarse to rank candidates: all agree).
+Budgets under ~0.1 ms (the two CNNs) are within the timing noise of a shared VM: a
+"MISSED" there can be a few microseconds.
 
 ``--fast`` makes the sensitivity analysis cheap (1 Hutchinson sample, 2 sensitivity
 samples, no dependency terms): the search itself (bisection inside ``max-drop``) is the
@@ -44,7 +73,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from timing import interleaved_medians
+from timing import SETTLE_S, interleaved_medians
 
 import optc
 from optc import zoo
@@ -52,6 +81,9 @@ from optc.pipeline import PassContext, parse_pipeline
 from optc.quant import Options, quantize_mixed
 
 THREADS = 2
+BUDGET_MAX_DROP = 0.02
+BUDGET_LABELS = ("ORT int8", "between", "0.5x fp32")
+SAME = {"optc_mixed": "; = max-drop point", "optc_fp32": "; = optc fp32"}
 MODELS = ("digits", "fashion", "efficientnet_lite0", "minilm")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "models"
 FOLD = "fold-constants,fold-batchnorm,eliminate-dead-code"
@@ -80,6 +112,8 @@ class Case:
     eval_feeds: list[dict[str, np.ndarray]]
     metric: str
     quality: Quality
+    search_metric: str = "auto"
+    """The mixed-precision pass's and the budget search's metric on the calibration data."""
 
     @property
     def calib_size(self) -> int:
@@ -134,7 +168,7 @@ def efficientnet_case(work: Path) -> Case:
 
     graph = parse_pipeline(FOLD).run(optc.load_onnx(path)).graph
     return Case("efficientnet_lite0", graph, {"image": views},
-                [{"image": v[None]} for v in views], "logit cos", agreement)
+                [{"image": v[None]} for v in views], "logit cos", agreement, "cosine")
 
 
 def minilm_case(work: Path) -> Case:
@@ -234,10 +268,11 @@ def tvm_call(machine: Any, feeds: dict[str, np.ndarray], order: list[str],
 
 
 def bench(case: Case, repeat: int, options: Options, work: Path,
-          target: dict[str, Any]) -> dict[str, Any]:
+          target: dict[str, Any], budgets: bool, budget_options: str,
+          budget_max_drop: float) -> dict[str, Any]:
     order = list(case.graph.input_names)
     probe = case.eval_feeds[0]
-    row: dict[str, Any] = {"model": case.name}
+    row: dict[str, Any] = {"model": case.name, "budgets": []}
     fp32_path = work / f"{case.name}.fp32.onnx"
     optc.save_onnx(case.graph, fp32_path)
 
@@ -260,12 +295,157 @@ def bench(case: Case, repeat: int, options: Options, work: Path,
         session = ort_session(path)
         calls[name] = lambda s=session: s.run(None, probe)
         variants[name] = lambda f, s=session: s.run(None, f)[0]
+    if budgets:
+        started = time.perf_counter()
+        points = budget_points(case, ctx, target, work, calls, repeat, budget_options,
+                               budget_max_drop)
+        row["budget_search_s"] = time.perf_counter() - started
+        from optc.search.candidates import graph_key
+
+        known = {graph_key(mixed): "optc_mixed", graph_key(case.graph): "optc_fp32"}
+        for point in points:
+            # one timing per distinct graph (the max-drop point's and fp32 included): the
+            # same graph under two names would only show the timing noise
+            name = known.get(point["key"], f"budget_{point['key'][:8]}")
+            calls.setdefault(name, point["call"])
+            variants.setdefault(name, point["run"])
+            row["budgets"].append({**{k: v for k, v in point.items()
+                                      if k not in ("call", "run")}, "variant": name})
     for name, median in interleaved_medians(calls, repeat).items():
         row[f"{name}_s"] = median
     reference = [variants["ort_fp32"](f) for f in case.eval_feeds]
     for name, run in variants.items():
         row[f"{name}_quality"] = case.quality([run(f) for f in case.eval_feeds], reference)
+    for point in row["budgets"]:
+        point["latency_s"] = row[f"{point['variant']}_s"]
+        point["quality"] = row[f"{point['variant']}_quality"]
     return row
+
+
+class BenchMeasurer:
+    """``optc.search.Measurer`` for the benchmark: builds a candidate for the benchmark's
+    TVM target (``--mcpu`` included) and times batch-1 calls on the probe feed, as
+    ``optc.compiler.budget.TargetMeasurer`` does for ``optc compile --budget``. Builds
+    are kept by graph, so a candidate is compiled once over all budgets."""
+
+    unavailable: str | None = None
+
+    def __init__(self, case: Case, target: dict[str, Any], work: Path) -> None:
+        self.case = case
+        self.target = target
+        self.work = work
+        self.builds: dict[str, tuple[Runner, Callable[[], Any]]] = {}
+        self.build_s = 0.0
+
+    def compiled(self, candidate: Any) -> tuple[Runner, Callable[[], Any]]:
+        """``(run on feeds, one timed call on the probe feed)`` of ``candidate``."""
+        from optc.search.candidates import graph_key
+
+        key = graph_key(candidate.graph)
+        if key not in self.builds:
+            from optc.compiler.budget import CandidateBuildError
+
+            started = time.perf_counter()
+            try:
+                run, machine, _ = tvm_runner(candidate.graph, self.work,
+                                             f"{self.case.name}.candidate{len(self.builds)}",
+                                             self.target)
+            except Exception as exc:  # TVM's own errors: this candidate is out, not the search
+                raise CandidateBuildError(f"TVM could not compile {candidate.text}: "
+                                      f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                self.build_s += time.perf_counter() - started
+            order = list(candidate.graph.input_names)
+            self.builds[key] = run, tvm_call(machine, self.case.eval_feeds[0], order)
+        return self.builds[key]
+
+    def __call__(self, candidate: Any, repeat: int) -> float:
+        _, call = self.compiled(candidate)
+        time.sleep(SETTLE_S)  # the last runtime's spinning threads gone (timing.py)
+        for _ in range(3):
+            call()
+        samples = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - start)
+        return float(np.median(samples))
+
+    def outputs(self, candidate: Any, inputs: Any) -> np.ndarray:
+        run, _ = self.compiled(candidate)
+        arrays = {k: np.asarray(v) for k, v in inputs.items()}
+        count = len(next(iter(arrays.values())))
+        return np.concatenate([run({k: v[i:i + 1] for k, v in arrays.items()})
+                               for i in range(count)])
+
+
+def budget_points(case: Case, ctx: PassContext, target: dict[str, Any], work: Path,
+                  calls: dict[str, Callable[[], Any]], repeat: int, pass_options: str,
+                  max_drop: float) -> list[dict[str, Any]]:
+    """optc's budget search at the budgets of ``BUDGET_LABELS`` (module docstring): per
+    budget, the written candidate with ``run``/``call`` to time and score it. ``ctx``:
+    the max-drop point's context (calibration and analysis cache)."""
+    from optc.search import Predictor, Scorer, Settings, choose, prepare
+    from optc.search.candidates import graph_key
+    from optc.search.request import search_pipeline
+
+    first = interleaved_medians({k: calls[k] for k in ("optc_fp32", "ort_int8")}, repeat)
+    peer, half = first["ort_int8"], first["optc_fp32"] / 2
+    budgets = dict(zip(BUDGET_LABELS, (peer, (peer * half) ** 0.5, half), strict=True))
+    optc_target = search_target(target)
+    options = " ".join(filter(None, (pass_options, f"metric={case.search_metric}")))
+    pipeline = search_pipeline(f"mixed-precision{{{options}}}", max_drop)
+    settings = Settings(budget_s=peer, max_drop=max_drop, repeat=10, quick_repeat=3,
+                        max_measured=6)
+    predictor = Predictor(settings.latency_model, optc_target)
+    # as compile_with_budget; the cache (the pass's sensitivity session, which does not
+    # depend on the latency analysis) is the max-drop point's, so it is not computed twice
+    ctx = ctx.replace(target=optc_target, analyses={**ctx.analyses,
+                                                    "latency": predictor.seconds},
+                      cache=ctx.cache)
+    scorer = Scorer(case.graph, case.calibration, metric=case.search_metric)
+    started = time.perf_counter()
+    prepared = prepare(case.graph, pipeline, ctx, predictor, scorer, settings)
+    prepare_s = time.perf_counter() - started
+    measurer = BenchMeasurer(case, target, work)
+    points = []
+    for label, budget in budgets.items():
+        result = choose(prepared, dataclasses.replace(settings, budget_s=budget), measurer)
+        index = result.best if result.best is not None else 0
+        point, candidate = result.points[index], result.candidates[index]
+        run, call = measurer.compiled(candidate)
+        points.append({"label": label, "budget_s": budget, "met_search": result.chosen
+                       is not None, "search_s": point.latency_s, "score": point.score,
+                       "drop": point.drop, "bits": _bits_summary(_candidate_bits(candidate)),
+                       "pipeline": candidate.text, "key": graph_key(candidate.graph),
+                       "run": run, "call": call})
+    points[0]["prepare_s"] = prepare_s
+    points[0]["candidates"] = len(prepared.candidates)
+    points[0]["builds"] = len(measurer.builds)
+    points[0]["build_s"] = measurer.build_s
+    return points
+
+
+def search_target(target: dict[str, Any]) -> Any:
+    """optc's ``host`` target compiling for ``target`` (its ``mcpu`` decides the int8 weight
+    codes the pass emits, ``optc.quant.kernels``)."""
+    import json
+
+    from optc.target import get_target
+
+    host = get_target("host")
+    return dataclasses.replace(host, tvm_target_json=json.dumps(target))
+
+
+def _candidate_bits(candidate: Any) -> dict[str, str]:
+    """Layer -> precision label of a candidate (empty: no mixed-precision report, fp32)."""
+    import json
+
+    from optc.quant.report import REPORT_KEY
+
+    text = candidate.graph.metadata.get(REPORT_KEY)
+    layers = json.loads(text).get("layers", []) if text else []
+    return {layer["key"]: layer["precision"] for layer in layers}
 
 
 def _batch_one(calibration: dict[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
@@ -297,6 +477,37 @@ def print_rows(rows: list[dict[str, Any]], metric_names: dict[str, str],
         print(f"{'':<19}optc mixed / ORT int8 latency: "
               f"{row['optc_mixed_s'] / row['ort_int8_s']:.2f}; optc bits: {row['bits']}; "
               f"search {row['search_s']:.0f} s")
+        print_budgets(row, metric_names[row["model"]])
+
+
+def print_budgets(row: dict[str, Any], metric: str) -> None:
+    """The budget points of ``row`` and the verdict against onnxruntime's int8."""
+    if not row["budgets"]:
+        return
+    first = row["budgets"][0]
+    print(f"{'':<19}budget search: {first['candidates']} candidates, prepared in "
+          f"{first['prepare_s']:.0f} s, {first['builds']} builds in {first['build_s']:.0f} s, "
+          f"{row['budget_search_s']:.0f} s in all")
+    for point in row["budgets"]:
+        met = point["latency_s"] <= point["budget_s"]
+        print(f"{'':<19}{'@' + point['label']:<12}{point['latency_s'] * 1e3:9.3f}"
+              f"{point['latency_s'] / row['optc_fp32_s']:14.2f}"
+              f"{point['latency_s'] / row['ort_fp32_s']:13.2f}{'-':>9}  "
+              f"{metric} {point['quality']:.4f}  budget {point['budget_s'] * 1e3:.3f} ms "
+              f"{'met' if met else 'MISSED'} (search: {'met' if point['met_search'] else 'missed'}"
+              f", calib drop {point['drop']:.4f}; {point['bits']}"
+              f"{SAME.get(point['variant'], '')})")
+    peer_s, peer_q = row["ort_int8_s"], row["ort_int8_quality"]
+    rivals = [("max-drop point", row["optc_mixed_s"], row["optc_mixed_quality"])] + [
+        (f"@{p['label']}", p["latency_s"], p["quality"]) for p in row["budgets"]]
+    fitting = [r for r in rivals if r[1] <= peer_s]
+    best = max(fitting, key=lambda r: (r[2], -r[1]), default=None)
+    verdict = "yes" if best is not None and best[2] > peer_q else "no"
+    detail = "no optc point at or under its latency" if best is None else \
+        f"{best[0]}: {metric} {best[2]:.4f} vs {peer_q:.4f} at {best[1] / peer_s:.2f}x " \
+        f"its latency"
+    print(f"{'':<19}better accuracy than ORT int8 at equal or lower latency: {verdict} "
+          f"({detail})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,6 +516,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--max-drop", type=float, default=Options().max_drop)
     parser.add_argument("--fast", action="store_true", help="cheap sensitivity analysis")
+    parser.add_argument("--no-budgets", dest="budgets", action="store_false",
+                        help="skip the budget search points")
+    parser.add_argument("--budget-max-drop", type=float, default=BUDGET_MAX_DROP,
+                        help="the budget search's max-drop (default %(default)s)")
     parser.add_argument("--mcpu", default=None,
                         help="LLVM CPU optc compiles for (default: this host), e.g. znver3 "
                              "for a Zen 3 (AVX2, no AVX-512 VNNI) on a newer x86 host; "
@@ -312,9 +527,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     options = Options(max_drop=args.max_drop)
+    budget_options = ""  # the mixed-precision pass's options in the budget search
     if args.fast:
         options = Options(max_drop=args.max_drop, hutchinson_samples=1, sensitivity_samples=2,
                           dependencies=False)
+        budget_options = "hutchinson-samples=1 sensitivity-samples=2 dependencies=false"
     from optc.quant.kernels import int8_code_bits
 
     target = tvm_target(args.mcpu)
@@ -335,7 +552,10 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:
             case = load_case(model, Path(tmp))
             metrics[case.name] = case.metric
-            rows.append(bench(case, args.repeat, options, Path(tmp), target))
+            case_options = dataclasses.replace(options, metric=case.search_metric) \
+                if case.search_metric != "auto" else options
+            rows.append(bench(case, args.repeat, case_options, Path(tmp), target,
+                              args.budgets, budget_options, args.budget_max_drop))
             print_rows(rows[-1:], metrics, header=len(rows) == 1)
             sys.stdout.flush()
     return 0
