@@ -280,6 +280,10 @@ def test_shipped_host_fit_set() -> None:
     assert len(wide) >= 8 and len(samples) > len(wide)
     assert all(row.model.startswith("gen:") and row.device == "tvm-2t" for row in samples)
     assert all(0 < row.latency_s <= row.p90_s for row in samples)
-    assert max(row.latency_s for row in wide) > 0.1  # the range of the large real CNNs
+    # The range of the large real CNNs, in work (ResNet-50: 8.2 GFLOP) whatever machine
+    # measured them, and beyond every ordinary row in time.
+    assert max(row.flops for row in wide) > 8e9
+    ordinary = [row for row in samples if row not in wide]
+    assert max(row.latency_s for row in wide) > 5 * max(row.latency_s for row in ordinary)
     for row in (min(wide, key=lambda r: r.flops), min(samples, key=lambda r: r.flops)):
         assert graph_for(row).structural_hash() == row.graph_hash
