@@ -68,20 +68,27 @@ _MAX_ROWS = 8
 INTRIN = "optc_dot_16x4_vnni_local"
 
 
-@T.prim_func(s_tir=True)
-def _dot_desc(
-    a: T.Buffer((4,), "uint8", offset_factor=1),
-    b: T.Buffer((16, 4), "int8", offset_factor=1),
-    c: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
-) -> None:
-    with T.sblock("root"):
-        T.reads(c[0:16], a[0:4], b[0:16, 0:4])
-        T.writes(c[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+def _dot_desc(lanes: int, group: int) -> tirx.PrimFunc:
+    """What every dot kernel computes, for tensorize to match: ``lanes`` int32
+    accumulators, each adding ``group`` uint8 x int8 products (the kernels differ only
+    in these two sizes; TVMScript takes them from this closure)."""
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        a: T.Buffer((group,), "uint8", offset_factor=1),
+        b: T.Buffer((lanes, group), "int8", offset_factor=1),
+        c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:group], b[0:lanes, 0:group])
+            T.writes(c[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, group):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+
+    return desc
 
 
 @T.prim_func(s_tir=True)
@@ -106,22 +113,6 @@ def _dot_vnni(
 
 
 AVX2_INTRIN = "optc_dot_8x2_pmaddwd_local"
-
-
-@T.prim_func(s_tir=True)
-def _dot2_desc(
-    a: T.Buffer((2,), "uint8", offset_factor=1),
-    b: T.Buffer((8, 2), "int8", offset_factor=1),
-    c: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
-) -> None:
-    with T.sblock("root"):
-        T.reads(c[0:8], a[0:2], b[0:8, 0:2])
-        T.writes(c[0:8])
-        for i in T.serial(0, 8):
-            for k in T.serial(0, 2):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
 
 
 @T.prim_func(s_tir=True)
@@ -151,22 +142,6 @@ def _dot2_pmaddwd(
 
 
 PMADDUBSW_INTRIN = "optc_dot_8x4_pmaddubsw_local"
-
-
-@T.prim_func(s_tir=True)
-def _dot4_desc(
-    a: T.Buffer((4,), "uint8", offset_factor=1),
-    b: T.Buffer((8, 4), "int8", offset_factor=1),
-    c: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
-) -> None:
-    with T.sblock("root"):
-        T.reads(c[0:8], a[0:4], b[0:8, 0:4])
-        T.writes(c[0:8])
-        for i in T.serial(0, 8):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
 
 
 @T.prim_func(s_tir=True)
@@ -226,14 +201,14 @@ class DotKernel:
         return self.intrin
 
 
-VNNI = DotKernel("vnni", LANES, GROUP, "int8", _MAX_ACC, INTRIN, _dot_desc, _dot_vnni)
+VNNI = DotKernel("vnni", LANES, GROUP, "int8", _MAX_ACC, INTRIN, _dot_desc(LANES, GROUP), _dot_vnni)
 # 16 ymm registers: 12 accumulators, the rest for the broadcast pair and weight tiles.
-AVX2 = DotKernel("avx2", 8, 2, "int8", 12, AVX2_INTRIN, _dot2_desc, _dot2_pmaddwd)
+AVX2 = DotKernel("avx2", 8, 2, "int8", 12, AVX2_INTRIN, _dot_desc(8, 2), _dot2_pmaddwd)
 # Weight codes ``vpmaddubsw`` cannot saturate on: 7-bit, oneDNN's AVX2 int8 "scale
 # adjust" (``optc.quant.kernels`` quantizes for it). 16 ymm registers: the ones vector,
 # the int16 products, the broadcasts and weight tiles, and the accumulators.
 SEVEN_BIT = (-64, 63)
-PMADDUBSW = DotKernel("avx2-u8", 8, 4, "int8", 10, PMADDUBSW_INTRIN, _dot4_desc,
+PMADDUBSW = DotKernel("avx2-u8", 8, 4, "int8", 10, PMADDUBSW_INTRIN, _dot_desc(8, 4),
                       _dot4_pmaddubsw, weight_range=SEVEN_BIT)
 KERNELS = (VNNI, AVX2, PMADDUBSW)
 
