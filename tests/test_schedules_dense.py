@@ -14,10 +14,7 @@ import tvm
 from onnx import TensorProto, helper, numpy_helper
 from test_schedules import (
     RUN_TARGET,
-    assert_close,
-    compile_and_run,
-    onnxruntime_outputs,
-    random_inputs,
+    assert_matches_onnxruntime,
 )
 from tvm.relax.frontend.onnx import from_onnx
 
@@ -73,10 +70,7 @@ def _ffn_block() -> onnx.ModelProto:
 
 def test_ffn_block_matches_onnxruntime() -> None:
     model = _ffn_block()
-    feeds = random_inputs(model)
-    (expected,) = onnxruntime_outputs(model, feeds)
-    (actual,) = compile_and_run(model, feeds)
-    assert_close(actual, expected)
+    assert_matches_onnxruntime(model)
 
 
 def test_dense_weights_beyond_l1_are_packed() -> None:

@@ -15,10 +15,7 @@ import tvm
 from onnx import TensorProto, helper, numpy_helper
 from test_schedules import (
     RUN_TARGET,
-    assert_close,
-    compile_and_run,
-    onnxruntime_outputs,
-    random_inputs,
+    assert_matches_onnxruntime,
 )
 from tvm.relax.frontend.onnx import from_onnx
 
@@ -52,10 +49,7 @@ def _pool_model(op: str) -> onnx.ModelProto:
 @pytest.mark.parametrize("op", ["GlobalAveragePool", "ReduceMean"])
 def test_global_pool_matches_onnxruntime(op: str) -> None:
     model = _pool_model(op)
-    feeds = random_inputs(model)
-    (expected,) = onnxruntime_outputs(model, feeds)
-    (actual,) = compile_and_run(model, feeds)
-    assert_close(actual, expected)
+    assert_matches_onnxruntime(model)
 
 
 @pytest.mark.parametrize("op", ["GlobalAveragePool", "ReduceMean"])

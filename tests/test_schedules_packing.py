@@ -15,10 +15,7 @@ import tvm
 from onnx import TensorProto, helper, numpy_helper
 from test_schedules import (
     RUN_TARGET,
-    assert_close,
-    compile_and_run,
-    onnxruntime_outputs,
-    random_inputs,
+    assert_matches_onnxruntime,
 )
 from tvm.relax.frontend.onnx import from_onnx
 
@@ -101,10 +98,7 @@ def _conv_stack() -> onnx.ModelProto:
 
 def test_packed_convolutions_match_onnxruntime() -> None:
     model = _conv_stack()
-    feeds = random_inputs(model)
-    (expected,) = onnxruntime_outputs(model, feeds)
-    (actual,) = compile_and_run(model, feeds)
-    assert_close(actual, expected)
+    assert_matches_onnxruntime(model)
 
 
 def test_convolution_weights_are_packed_in_panels() -> None:
@@ -155,10 +149,7 @@ def _shuffle_model() -> onnx.ModelProto:
 
 def test_channel_shuffle_matches_onnxruntime() -> None:
     model = _shuffle_model()
-    feeds = random_inputs(model)
-    (expected,) = onnxruntime_outputs(model, feeds)
-    (actual,) = compile_and_run(model, feeds)
-    assert_close(actual, expected)
+    assert_matches_onnxruntime(model)
 
 
 def test_group_slice_is_split_by_group_not_gathered() -> None:
@@ -200,10 +191,7 @@ def test_channel_constants_keep_channels_last() -> None:
     # into the convolution's epilogue.
     assert len([n for n in funcs if "transpose" in n]) <= 2, sorted(funcs)
     assert any("conv2d" in n and "multiply" in n for n in funcs), sorted(funcs)
-    feeds = random_inputs(model)
-    (expected,) = onnxruntime_outputs(model, feeds)
-    (actual,) = compile_and_run(model, feeds)
-    assert_close(actual, expected)
+    assert_matches_onnxruntime(model)
 
 
 def _odd_channels_model() -> onnx.ModelProto:
@@ -231,7 +219,4 @@ def test_odd_channel_count_is_padded_to_whole_vectors() -> None:
     assert len(fused) == 1, sorted(funcs)
     panels, _, _, _, width = (int(d) for d in fused[0].params[1].shape)
     assert panels * width == 256
-    feeds = random_inputs(model)
-    (expected,) = onnxruntime_outputs(model, feeds)
-    (actual,) = compile_and_run(model, feeds)
-    assert_close(actual, expected)
+    assert_matches_onnxruntime(model)

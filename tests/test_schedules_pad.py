@@ -10,10 +10,7 @@ import tvm
 from onnx import TensorProto, helper, numpy_helper
 from test_schedules import (
     RUN_TARGET,
-    assert_close,
-    compile_and_run,
-    onnxruntime_outputs,
-    random_inputs,
+    assert_matches_onnxruntime,
 )
 from tvm.relax.frontend.onnx import from_onnx
 
@@ -71,10 +68,7 @@ def test_strided_depthwise_pads_inside_the_tile() -> None:
     assert plain.count("T.parallel(") == 2, plain
     for stride in (1, 2):
         model = _depthwise(stride)
-        feeds = random_inputs(model)
-        (expected,) = onnxruntime_outputs(model, feeds)
-        (actual,) = compile_and_run(model, feeds)
-        assert_close(actual, expected)
+        assert_matches_onnxruntime(model)
 
 
 def test_padded_kernels_get_both_pad_variants() -> None:
