@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import tvm
-from tvm import relax, te
+from tvm import relax, te, topi
 from tvm.ir import Op
 from tvm.ir.expr import GenericConst
 from tvm.target import codegen
@@ -97,16 +97,8 @@ def packed_conv(data: te.Tensor, packed: te.Tensor, conv: SpatialConv) -> te.Ten
     (kh, kw), (sy, sx) = conv.kernel, conv.strides
     top, left, bottom, right = conv.padding
     padded = data
-    if any(conv.padding):
-        zero = tvm.tirx.const(0, data.dtype)
-
-        def pad(n: Any, y: Any, x: Any, c: Any) -> Any:
-            inside = tvm.tirx.all(y >= top, y < height + top, x >= left, x < width + left)
-            return tvm.tirx.if_then_else(inside, data[n, y - top, x - left, c], zero)
-
-        padded = te.compute(
-            (batch, height + top + bottom, width + left + right, channels), pad, name="pad"
-        )
+    if any(conv.padding):  # as conv_pack.packed_conv pads the float32 convs
+        padded = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, 0], name="pad_temp")
     out_h = (height + top + bottom - kh) // sy + 1
     out_w = (width + left + right - kw) // sx + 1
     lanes, group = int(packed.shape[2]), int(packed.shape[3])
