@@ -19,6 +19,9 @@ with older schedules, and a fit for *this* host must use rows measured on it.
 The fit uses each model's median run, the figure the benchmarks report
 (``--fastest``: the fastest run instead, for data collected on a busy machine).
 
+``optc targets --calibrate host --fit`` does the same for a user's machine (rows in the
+calibration cache, ``optc.cost.host_fit``); this script also refits on the shipped files.
+
     python benchmarks/fit_host_efficiency.py --collect 12     # measure, then fit (~8 min)
     python benchmarks/fit_host_efficiency.py --collect 12 --collect-small 60 --here
     python benchmarks/fit_host_efficiency.py                  # fit on the files as they are
@@ -32,44 +35,16 @@ import sys
 import time
 from pathlib import Path
 
-from optc.cost.calibration import measured_target, save_efficiency
-from optc.cost.fit import Sample, fit_host, mape, roofline_features
-from optc.latency.dataset import Sample as Row
-from optc.latency.dataset import graph_for, load_dataset
-from optc.target import get_target
+from optc.cost.host_fit import DEVICE, collect_rows, fit_rows, generated_rows
 
 DATA = Path(__file__).resolve().parents[1] / "optc" / "latency" / "data"
 TRAIN = DATA / "meta_train_v1.jsonl.gz"
 EXTRA = DATA / "host_fit_v1.jsonl.gz"
-REPEAT = 6  # runs per model: 3 rounds of 2 (a 400 ms model takes ~3 s to time)
-
-
-def collect_generated(count: int, small: int, seed: int, out: Path, device: str,
-                      resume: bool) -> None:
-    """Measure ``count`` generated ``wide`` models and ``small`` ordinary ones on
-    ``device`` into ``out``."""
-    from optc.latency.arch import sample_large_specs, sample_specs
-    from optc.latency.collect import collect
-    from optc.latency.devices import make_devices
-
-    if out.exists() and not resume:
-        out.unlink()
-    # The shipped dataset's ordinary models come from seed 0: a different seed here.
-    specs = sample_large_specs(count, seed) + sample_specs(small, seed + 1000)
-    collect(specs, make_devices([device]), out, REPEAT, rounds=3,
-            progress=lambda text: print(text, file=sys.stderr, flush=True))
-
-
-def rows_of(path: Path, device: str) -> list[Row]:
-    if not path.exists():
-        return []
-    return [r for r in load_dataset(str(path)) if r.device == device
-            and r.model.startswith("gen:")]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="tvm-2t")
+    parser.add_argument("--device", default=DEVICE)
     parser.add_argument("--collect", type=int, default=0, metavar="N",
                         help="first measure N large generated models into --extra")
     parser.add_argument("--collect-small", type=int, default=0, metavar="M",
@@ -93,37 +68,24 @@ def main() -> int:
         return 2
     started = time.perf_counter()
     if args.collect or args.collect_small:
-        collect_generated(args.collect, args.collect_small, args.seed, args.extra,
-                          args.device, args.resume)
-    train = [] if args.here else rows_of(TRAIN, args.device)
+        collect_rows(args.extra, args.collect, args.collect_small, args.seed, args.device,
+                     args.resume,
+                     progress=lambda text: print(text, file=sys.stderr, flush=True))
+    train = [] if args.here else generated_rows(TRAIN, args.device)
     train = train[:args.limit] if args.limit else train
-    rows = train + rows_of(args.extra, args.device)
+    rows = train + generated_rows(args.extra, args.device)
     if not rows:
         print(f"error: no generated {args.device} rows to fit", file=sys.stderr)
         return 2
-    # The measured figures, not a previous fit's bandwidth: the search starts from STREAM.
-    target = measured_target(get_target("host"))
-    samples = [Sample(graph_for(r), (r.min_s or r.latency_s) if args.fastest
-                      else r.latency_s) for r in rows]
-    before = [sum(b.values()) + f for b, f in
-              (roofline_features(s.graph, target) for s in samples)]
-    fit = fit_host(samples, target)
     extra = len(rows) - len(train)
-    saved = save_efficiency(
-        fit.efficiency, f"fitted on {len(samples)} generated models ({args.device} rows of "
-                        f"{'' if args.here else TRAIN.name + ' and '}{extra} of "
-                        f"{args.extra.name}, "
-                        f"{'fastest' if args.fastest else 'median'} runs)",
-        figures=fit.figures)
-    from optc.cost import RooflineModel
-
-    fitted = get_target("host")
-    after = [RooflineModel().estimate(s.graph, fitted).latency_s for s in samples]
-    measured = [s.measured_s for s in samples]
-    print(f"fitted on {len(samples)} generated models ({args.device}, {extra} from "
-          f"{args.extra.name}) in "
-          f"{time.perf_counter() - started:.0f} s; MAPE on them: "
-          f"{mape(before, measured):.1f}% at peak -> {mape(after, measured):.1f}% fitted")
+    report = fit_rows(
+        rows, f"fitted on {len(rows)} generated models ({args.device} rows of "
+              f"{'' if args.here else TRAIN.name + ' and '}{extra} of {args.extra.name}, "
+              f"{'fastest' if args.fastest else 'median'} runs)", fastest=args.fastest)
+    print(f"fitted on {report.models} generated models ({args.device}, {extra} from "
+          f"{args.extra.name}) in {time.perf_counter() - started:.0f} s; MAPE on them: "
+          f"{report.mape_at_peak:.1f}% at peak -> {report.mape_fitted:.1f}% fitted")
+    saved = report.calibration
     stream = saved.figures.get("memory_bandwidth", 0.0)
     for name, value in sorted(saved.fitted_figures.items()):
         share = f" ({value / stream:.2f} of STREAM)" if name == "memory_bandwidth" else ""

@@ -69,8 +69,22 @@ def test_calibrate_host_then_list_it_measured(tmp_path: Path) -> None:
     (("--calibrate", "orin"), "target 'orin' has no micro-benchmark"),
     (("--calibrate", "hots"), "unknown target 'hots'; did you mean 'host'"),
     (("--quick",), "--quick only applies with --calibrate"),
+    (("--fit",), "--fit only applies with --calibrate host"),
+    (("--calibrate", "orin", "--fit"), "target 'orin' has no micro-benchmark"),
 ])
 def test_calibrate_errors_exit_2(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     result = invoke("targets", *args, cache=tmp_path)
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+@pytest.mark.heavy
+def test_calibrate_and_fit_host(tmp_path: Path) -> None:
+    """A real quick fit: 12 generated models built and timed here (~1-2 minutes)."""
+    result = invoke("targets", "--calibrate", "host", "--quick", "--fit", cache=tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert "fitted on 12 generated models" in result.stderr
+    assert len(list((tmp_path / "optc").glob("host-fit-*.jsonl.gz"))) == 1
+    host = json.loads(invoke("targets", "--json", cache=tmp_path).stdout)["host"]
+    assert host["efficiency"] and all(0 < v <= 1 for v in host["efficiency"].values())
+    assert "fitted on 12 generated models measured here" in host["sources"]["efficiency"]

@@ -18,7 +18,11 @@ from optc.target import MEASURED, Figure, Target, get_target, load_targets
               help="Run NAME's micro-benchmark now (the host: a few seconds), cache the "
                    "figures, and show that target.")
 @click.option("--quick", is_flag=True, help="With --calibrate: smaller problems, rougher figures.")
-def command(as_json: bool, calibrate: str | None, quick: bool) -> None:
+@click.option("--fit", is_flag=True,
+              help="With --calibrate host: also measure generated models with optc's own "
+                   "build (~3-6 minutes; --quick: ~1) and fit the roofline's per-op "
+                   "efficiencies and achieved bandwidth to them.")
+def command(as_json: bool, calibrate: str | None, quick: bool, fit: bool) -> None:
     """List installed targets: TVM target, peaks, bandwidth, launch overhead, dtypes.
 
     A figure shown as "measured" is pending: the target's micro-benchmark supplies
@@ -26,9 +30,13 @@ def command(as_json: bool, calibrate: str | None, quick: bool) -> None:
     """
     if quick and not calibrate:
         raise click.UsageError("--quick only applies with --calibrate")
+    if fit and not calibrate:
+        raise click.UsageError("--fit only applies with --calibrate host")
     targets = load_targets()
     if calibrate:
         targets = {calibrate: calibrate_now(calibrate, targets, quick)}
+        if fit:
+            targets = {calibrate: fit_now(targets[calibrate], quick, quiet=as_json)}
     if as_json:
         render.print_json({name: target_document(t) for name, t in targets.items()})
         return
@@ -46,6 +54,27 @@ def calibrate_now(name: str, targets: dict[str, Target], quick: bool) -> Target:
     from optc.cost.calibration import calibrate_target  # deferred: imports torch
 
     return calibrate_target(target, quick=quick, force=True)
+
+
+def fit_now(target: Target, quick: bool, quiet: bool) -> Target:
+    """Fit ``target``'s roofline to generated models measured here (host only)."""
+    if target.calibration != "host-cpu":
+        raise UserInputError(f"--fit measures this machine: it applies to 'host', not "
+                             f"{target.name!r}")
+    from optc.cost import host_fit  # deferred: imports TVM and torch
+
+    wide, ordinary = host_fit.QUICK if quick else host_fit.FULL
+
+    def progress(text: str) -> None:
+        if not quiet:
+            click.echo(text, err=True)
+
+    report = host_fit.fit_here(wide, ordinary, progress=progress)
+    if not quiet:
+        click.echo(f"fitted on {report.models} generated models in {report.seconds:.0f} s; "
+                   f"their roofline MAPE {report.mape_at_peak:.1f}% at the measured peaks "
+                   f"-> {report.mape_fitted:.1f}% fitted", err=True)
+    return get_target(target.name)
 
 
 def target_document(target: Target) -> dict[str, Any]:
