@@ -89,6 +89,9 @@ def test_key_separates_machine_kinds() -> None:
     # flags that do not change the kernels do not split the cache
     assert (calibration.host_key("AMD EPYC", 2, zen3)
             == calibration.host_key("AMD EPYC", 2, zen3 | {"hypervisor"}))
+    # x86's smep is no Arm SME: a kernel-security flag must not split the cache either
+    assert calibration.isa_flags(zen3 | {"smep", "smap"}) == ["avx2", "f16c", "fma"]
+    assert calibration.isa_flags(frozenset({"asimd", "sme", "sme2"})) == ["asimd", "sme", "sme2"]
 
 
 def test_default_cache_dir_follows_xdg(tmp_path: Path) -> None:

@@ -93,9 +93,14 @@ _ISA_FLAG_PREFIXES = ("avx", "amx", "fma", "f16c", "vnni", "asimd", "sve", "sme"
                       "bf16", "fphp", "dotprod")
 
 
+# x86 flags that share a prefix above but are no SIMD feature (``smep``: supervisor mode
+# execution protection, not Arm's ``sme``).
+_NOT_ISA = frozenset({"smep"})
+
+
 def isa_flags(flags: frozenset[str]) -> list[str]:
     """The SIMD / matrix-unit flags among ``flags``, sorted (part of the cache key)."""
-    return sorted(f for f in flags if f.startswith(_ISA_FLAG_PREFIXES))
+    return sorted(f for f in flags if f.startswith(_ISA_FLAG_PREFIXES) and f not in _NOT_ISA)
 
 
 def host_key(model: str | None = None, cores: int | None = None,

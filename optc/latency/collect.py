@@ -37,10 +37,13 @@ def machine_info() -> dict[str, Any]:
     import tvm
 
     from optc.codegen.host_cpu import available_cores
+    from optc.cost.calibration import cpu_flags, isa_flags
 
     cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines()
                 if line.startswith("model name")), platform.processor())
+    # The SIMD flags tell a cloud VM's CPUs apart: "AMD EPYC" names a Zen 3 and a Zen 5.
     return {"cpu": cpu, "cores": available_cores(), "arch": platform.machine(),
+            "isa": isa_flags(cpu_flags()),
             "python": platform.python_version(), "optc": _optc_version(),
             "tvm": tvm.__version__, "onnxruntime": onnxruntime.__version__,
             "torch": torch.__version__}
