@@ -14,6 +14,7 @@ from tvm.s_tir.dlight.base import try_inline
 
 from .analysis import Contraction, as_contraction
 from .contraction import Knobs, schedule_contraction
+from .depthwise import as_depthwise, choose_plan, schedule_depthwise
 from .hw import CpuInfo, cpu_info
 from .loops import schedule_injective
 from .reduction import schedule_inner_reduction, schedule_spatial_vector_reduction
@@ -100,6 +101,36 @@ def _schedule_contraction_func(
     return True
 
 
+def _schedule_depthwise_func(sch: s_tir.Schedule, infos: list[SBlockInfo], cpu: CpuInfo) -> bool:
+    """A depthwise conv (``depthwise.py``) with its zero padding inlined and its
+    elementwise epilogue in the register tile; False, ``sch`` unchanged, for anything else
+    (other producers before it included)."""
+    reductions = [i for i, info in enumerate(infos) if not info.is_injective()]
+    if len(reductions) != 1:
+        return False
+    pos = reductions[0]
+    dw = as_depthwise(sch, infos[pos])
+    if dw is None:
+        return False
+    plan = choose_plan(dw, cpu)
+    producers = infos[:pos]
+    if plan is None or not all(
+        _is_identity_copy(sch, info) or is_pad(sch, info) for info in producers
+    ):
+        return False
+    for info in producers:
+        sch.compute_inline(info.block_rv)
+    consumers = try_inline(sch, list(infos[pos + 1 :]))
+    out_buf = sch.get(infos[pos].block_rv).writes[0].source
+    epilogue = None
+    if consumers and _reads_elementwise(sch, consumers[0], out_buf):
+        epilogue = consumers.pop(0)
+    schedule_depthwise(sch, dw, plan, epilogue, cpu)
+    for info in consumers:
+        schedule_injective(sch, info.block_rv, cpu.lanes(32), cpu.cores)
+    return True
+
+
 def is_pad(sch: s_tir.Schedule, info: SBlockInfo) -> bool:
     """A zero-padding copy (``if_then_else(inside, x[..], 0)``) read only by its consumer."""
     store = sch.get(info.block_rv).body
@@ -181,7 +212,7 @@ def schedule_prim_func(func: tirx.PrimFunc, target: tvm.target.Target) -> tirx.P
     infos = normalize_prim_func(sch)
     if infos is None:
         return None
-    if _schedule_contraction_func(sch, infos, cpu):
+    if _schedule_depthwise_func(sch, infos, cpu) or _schedule_contraction_func(sch, infos, cpu):
         return sch.mod["main"]
     # softmax / layer norm: every stage of a row under one loop over the rows (not on a
     # single row: the generic path below vectorizes its reductions at root).
