@@ -11,8 +11,10 @@ from test_schedules import RUN_TARGET, randomized_light_model
 from tvm import s_tir, tirx
 from tvm.relax.frontend.onnx import from_onnx
 from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.dlight.analysis import normalize_prim_func
 
 from optc.codegen.schedules.apply import schedule_prim_func
+from optc.codegen.schedules.depthwise import as_depthwise
 from optc.codegen.schedules.space import contraction_macs, contraction_space
 from optc.codegen.schedules.tune import MIN_TRIALS_PER_TASK, legalized, plan_trials
 
@@ -103,3 +105,26 @@ def test_trials_go_to_the_biggest_contractions(squeezenet: tvm.IRModule) -> None
     everything = [t.weight * m for t in tasks if (m := contraction_macs(t.dispatched[0]["main"]))]
     assert min(work) >= sorted(everything, reverse=True)[len(plans) - 1]
     assert len(plans) == 64 // MIN_TRIALS_PER_TASK or sum(work) >= 0.9 * sum(everything)
+
+
+def test_depthwise_convs_are_left_to_their_own_rule() -> None:
+    """ShuffleNet's depthwise convs are scheduled by ``depthwise.py``: the tuner must not
+    put contraction schedules for them in the database (they would replace that rule)."""
+    mod = legalized(
+        from_onnx(randomized_light_model("shufflenet"), keep_params_in_input=False), RUN_TARGET
+    )
+    depthwise, contractions = 0, 0
+    for _, func in mod.functions_items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        reductions = [i for i in infos or [] if not i.is_injective()]
+        if len(reductions) != 1:
+            continue
+        if as_depthwise(sch, reductions[0]) is not None:
+            depthwise += 1
+            assert contraction_macs(func) is None
+        elif contraction_macs(func) is not None:
+            contractions += 1
+    assert depthwise >= 3 and contractions >= 10
