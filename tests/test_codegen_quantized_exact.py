@@ -102,8 +102,8 @@ def single_op(x: np.ndarray, build: Callable[[relax.Expr], relax.Expr]) -> tvm.I
 
 @pytest.mark.parametrize(
     "shape",
-    [(37, 24, 40), (16, 384, 64), (49, 192, 96)],
-    ids=["odd-rows", "minilm-like", "7x7-pixels"],
+    [(37, 24, 40), (16, 384, 64), (49, 192, 96), (1, 320, 200)],
+    ids=["odd-rows", "minilm-like", "7x7-pixels", "one-row"],
 )
 def test_packed_matmul_equals_integer_reference(shape: tuple[int, int, int]) -> None:
     rows, depth, cols = shape
@@ -194,10 +194,13 @@ def seven_bit_operands(
         ((37, 24, 40), PMADDUBSW),
         ((16, 384, 64), PMADDUBSW),  # MiniLM-like
         ((16, 1536, 384), PMADDUBSW),  # MiniLM's FFN down-projection
+        # a classifier's matrix-vector product (EfficientNet-Lite0's 1280 -> 1000): no
+        # row axis is left after normalization, once the generic loop at 800x the time
+        ((1, 1280, 1000), PMADDUBSW),
         ((5, 42, 24), AVX2),  # K = 2 mod 4: no 4-deep groups, vpmaddwd pairs
         ((3, 27, 16), None),  # odd K: the generic int32 loop
     ],
-    ids=["odd-rows", "minilm-like", "minilm-ffn", "k-tail-2", "k-odd"],
+    ids=["odd-rows", "minilm-like", "minilm-ffn", "classifier", "k-tail-2", "k-odd"],
 )
 def test_pmaddubsw_matmul_equals_integer_reference(
     shape: tuple[int, int, int], kernel: object
@@ -288,18 +291,14 @@ def test_an_8bit_code_falls_back_to_pmaddwd(code: int) -> None:
     np.testing.assert_array_equal(got, x.astype(np.int64) @ w.astype(np.int64))
 
 
-def qdq_depthwise(
-    x: np.ndarray, w: np.ndarray, zero: int, stride: int, pad: int
-) -> tvm.IRModule:
+def qdq_depthwise(x: np.ndarray, w: np.ndarray, zero: int, stride: int, pad: int) -> tvm.IRModule:
     """``conv2d(dequantize(x, 1, zero), dequantize(W, 1))``, depthwise: with unit scales
     the float result is the integer accumulator itself, as the lowering computes it."""
     channels = w.shape[0]
     return single_op(
         x,
         lambda d: relax.op.nn.conv2d(
-            relax.op.dequantize(
-                d, relax.const(1.0, "float32"), relax.const(zero, "uint8"), axis=1
-            ),
+            relax.op.dequantize(d, relax.const(1.0, "float32"), relax.const(zero, "uint8"), axis=1),
             relax.op.dequantize(
                 relax.const(w),
                 relax.const(np.ones(channels, np.float32)),
@@ -322,8 +321,9 @@ def qdq_depthwise(
         (20, 9, 5, 1, 255),  # the largest shift: every activation 0 - 255
     ],
 )
-@pytest.mark.parametrize("target", [TARGET, pytest.param(ZEN3, marks=needs_avx2)],
-                         ids=["host", "znver3"])
+@pytest.mark.parametrize(
+    "target", [TARGET, pytest.param(ZEN3, marks=needs_avx2)], ids=["host", "znver3"]
+)
 def test_qdq_depthwise_on_float_vectors_is_exact(
     channels: int, size: int, kernel: int, stride: int, zero: int, target: tvm.target.Target
 ) -> None:

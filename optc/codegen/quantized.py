@@ -110,8 +110,13 @@ class _LowerContractions(_Resolving):
     """Rewrite conv2d / matmul over dequantized int8 operands (see the module docstring);
     with ``widen_fp16``, float16 contractions accumulate in float32."""
 
-    def __init__(self, mod: tvm.IRModule, widen_fp16: bool, float_stem: bool = False,
-                 float_depthwise: bool = False) -> None:
+    def __init__(
+        self,
+        mod: tvm.IRModule,
+        widen_fp16: bool,
+        float_stem: bool = False,
+        float_depthwise: bool = False,
+    ) -> None:
         super().__init__(mod)
         self.mod = mod
         self.widen_fp16 = widen_fp16
@@ -238,30 +243,50 @@ class _LowerContractions(_Resolving):
         sums = weight.codes.astype(np.int64).sum(axis=(1, 2, 3))
         return self._rescale(call, acc, act, scale, sums, [1, -1, 1, 1])
 
-    def _exact_float_depthwise(self, call: relax.Call, act: IntActivation, weight: IntWeight,
-                               scale: np.ndarray, padding: list[int]) -> relax.Expr:
+    def _exact_float_depthwise(
+        self,
+        call: relax.Call,
+        act: IntActivation,
+        weight: IntWeight,
+        scale: np.ndarray,
+        padding: list[int],
+    ) -> relax.Expr:
         """An int8 depthwise conv on float32 vectors, bit for bit the integer result.
 
         Every product of a uint8 (or zero-point-shifted) activation and an int8 code is
         an integer below 2^16 in magnitude and a 5x5 window sums 25 of them, so every
         partial sum stays below 2^24, where float32 represents integers exactly: the
         float accumulator holds the int32 accumulator's value whatever the order of the
-        additions. The conv then takes optc's vectorized float depthwise schedule; the
-        activation stays uint8 in memory (widened where it is read) and the requantize
-        is the fused epilogue. Per kernel it runs at the int32 form's speed (0.86-1.20x,
+        additions. The conv then takes optc's vectorized float depthwise schedule and
+        the requantize is its fused epilogue. The ``astype`` to float32 is elementwise,
+        so operator fusion puts it in the producer's epilogue: the activation between
+        the producer and the depthwise conv is float32 in memory (integer values).
+        Reading it as uint8 instead moves 4x fewer bytes there but widens in the conv
+        (LLVM shares the widening between overlapping taps: 36 ``vpmovzxbd`` +
+        ``vcvtdq2ps`` per 106 FMAs, 144 channels 3x3) and measured no gain: EfficientNet-Lite0
+        mixed / fp32 with the conv2d reading uint8 0.87 and 0.88 against 0.84 and
+        0.68 this way; with a float32 padding stage widening each element (inlined into
+        the taps by the depthwise schedule) 0.81 and 0.80 against 0.68 and 0.78 (Zen 3,
+        2 threads, interleaved, under heavy load; /tmp/helperC ab.py, 2026-12-07).
+        Per kernel the float form runs at the int32 form's speed (0.86-1.20x,
         EfficientNet-Lite0's shapes, host and znver3 code on a Zen 5), but end to end
-        EfficientNet-Lite0 all-int8 took 0.70x the time of the int32 form with host
-        code and 0.93x with znver3 code, bit for bit the same outputs (/tmp/helperC
-        dw_e2e.py, 2026-12-06; where the difference comes from was not profiled).
+        EfficientNet-Lite0 all-int8 took 0.70x the time of the int32 form with host code
+        and 0.93x with znver3 code, bit for bit the same outputs (/tmp/helperC
+        dw_e2e.py, 2026-12-06; not profiled further).
         Figures: ``optc.quant.latency.INT8_DEPTHWISE_*``."""
         data = self.builder_.emit(relax.op.astype(act.data, "float32"))
         if act.zero and any(padding):  # pad with the zero point: conv(pad_0(xq - z), W)
-            data = self.builder_.emit(
-                relax.op.subtract(data, _scalar(float(act.zero), "float32")))
+            data = self.builder_.emit(relax.op.subtract(data, _scalar(float(act.zero), "float32")))
             act = dataclasses.replace(act, zero=0)
-        acc = self.builder_.emit(_nchw_conv2d(
-            data, relax.const(weight.codes.astype(np.float32), "float32"), call.attrs,
-            padding, "float32"))
+        acc = self.builder_.emit(
+            _nchw_conv2d(
+                data,
+                relax.const(weight.codes.astype(np.float32), "float32"),
+                call.attrs,
+                padding,
+                "float32",
+            )
+        )
         sums = weight.codes.astype(np.int64).sum(axis=(1, 2, 3))
         return self._rescale(call, acc, act, scale, sums, [1, -1, 1, 1])
 
@@ -370,7 +395,8 @@ class _LowerContractions(_Resolving):
             if act.zero:
                 correction = (act.zero * sums).astype(np.int32 if integer else np.float32)
                 acc = self.builder_.emit(
-                    relax.op.subtract(acc, relax.const(correction.reshape(shape))))
+                    relax.op.subtract(acc, relax.const(correction.reshape(shape)))
+                )
             if integer:
                 acc = self.builder_.emit(relax.op.astype(acc, "float32"))
             scale = scale * np.float32(act.scale)
@@ -467,8 +493,9 @@ def _apply(mutator: relax.PyExprMutator, mod: tvm.IRModule) -> tvm.IRModule:
     return relax.transform.DeadCodeElimination()(rewrite_functions(mutator, mod))
 
 
-def lower_quantized(widen_fp16: bool, float_stem: bool = False,
-                    float_depthwise: bool = False) -> tvm.transform.Pass:
+def lower_quantized(
+    widen_fp16: bool, float_stem: bool = False, float_depthwise: bool = False
+) -> tvm.transform.Pass:
     """Integer contractions first (they match on ``dequantize``), then elementwise Q/DQ;
     ``widen_fp16``: float16 contractions accumulate in float32; ``float_stem``: a QDQ
     conv over fewer than 8 input channels computes in float32 (``_float_conv``);
