@@ -258,8 +258,10 @@ def _transformer_block_model(seq: int = 32, hidden: int = 64, heads: int = 4) ->
         return numpy_helper.from_array(value, name)
 
     inits = [
-        weight("wq", (hidden, hidden)), weight("wk", (hidden, hidden)),
-        weight("wv", (hidden, hidden)), weight("w1", (hidden, 4 * hidden)),
+        weight("wq", (hidden, hidden)),
+        weight("wk", (hidden, hidden)),
+        weight("wv", (hidden, hidden)),
+        weight("w1", (hidden, 4 * hidden)),
         weight("w2", (4 * hidden, hidden)),
         const("heads_shape", np.array([1, seq, heads, head], np.int64)),
         const("flat_shape", np.array([1, seq, hidden], np.int64)),
@@ -338,6 +340,44 @@ def test_choose_tile_prefers_exact_register_tiles() -> None:
     assert choose_tile(rows=7, cols=3, cpu=cpu, dtype_bits=32) is None
 
 
+def test_choose_tile_on_avx2_keeps_ten_chains_and_fits_the_registers() -> None:
+    """On AVX2 (16 registers) a 4x2 tile's 8 accumulators stall on FMA latency: 28- and
+    56-wide convs take 6x2, a 14-wide one 5x2 (5+5+4, no 2-row tail), a 7-wide one 4x2
+    (4+3 beats 5+2). No tile needs more registers than exist (accumulators, the weight
+    vectors the rows share, a broadcast)."""
+    avx2 = cpu_info(
+        tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver3"})
+    )
+    assert (avx2.lanes(32), avx2.registers) == (8, 16)
+    picks = {
+        rows: choose_tile(rows=rows, cols=256, cpu=avx2, dtype_bits=32, group=16)
+        for rows in (7, 14, 28, 56, 112)
+    }
+    assert {rows: (t.rows, t.vectors) for rows, t in picks.items() if t} == {
+        7: (4, 2),
+        14: (5, 2),
+        28: (6, 2),
+        56: (6, 2),
+        112: (6, 2),
+    }
+    for rows in range(1, 70):
+        for cols in (8, 16, 24, 32, 48, 64, 96, 1000):
+            for cpu in (avx2, cpu_info(TARGET)):
+                tile = choose_tile(rows=rows, cols=cols, cpu=cpu, dtype_bits=32)
+                assert tile is not None
+                if tile.rows > 1:
+                    assert tile.rows * tile.vectors + tile.vectors + 1 <= cpu.registers
+    # AVX-512 (32 registers, 16 lanes) keeps its exact tiles: 8x2 for 56 rows, 7x2 for 7
+    wide = cpu_info(TARGET)
+    assert choose_tile(rows=56, cols=256, cpu=wide, dtype_bits=32, group=32) == choose_tile(
+        rows=56, cols=64, cpu=wide, dtype_bits=32, group=32
+    )
+    tile = choose_tile(rows=56, cols=256, cpu=wide, dtype_bits=32, group=32)
+    assert tile is not None and (tile.rows, tile.vectors) == (8, 2)
+    tile = choose_tile(rows=7, cols=512, cpu=wide, dtype_bits=32, group=32)
+    assert tile is not None and (tile.rows, tile.vectors) == (7, 2)
+
+
 def test_conv_groups_are_padded_to_whole_vectors() -> None:
     assert padded_group_size(34, 16) == 48  # ShuffleNet: 2-lane vectors -> 16-lane
     assert padded_group_size(68, 16) == 80
@@ -396,8 +436,10 @@ def test_tune_tiny_model_and_reuse_database(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((16, 8, 3, 3)).astype(np.float32), "w")
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["c"], ["y"])],
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["y"]),
+        ],
         "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])],

@@ -35,8 +35,18 @@ logger = logging.getLogger(__name__)
 
 # Accumulator vectors kept live; the rest of the register file holds operands.
 _MAX_ACC_FRACTION = 0.75
-# A row tile smaller than this leaves the FMA pipes waiting on latency.
+# A row tile smaller than this reuses each weight vector too little: its loads, not the
+# FMAs, set the pace.
 _MIN_ROWS = 4
+# Independent accumulator chains an FMA loop needs to keep the pipes busy: 2 FMA pipes x
+# 4 cycles latency = 8 in theory (Zen 3 and Zen 5 alike); 10 fits the measurements, as a
+# loop at exactly 8 stalls on any late operand. Interleaved A/B per kernel on a 2-core
+# Zen 3 (AVX2, one thread, under load, min of 20-60 rounds): 6x2 (12 chains) instead of
+# 4x2 (8) ran the 28- to 112-wide convs of ResNet-50, Inception v1/v2, DenseNet-121 and
+# SqueezeNet 0.84-0.98x (VGG-19's 28-wide 3x3 convs 0.68-0.75x); for 14 rows 5x2
+# (tiles 5+5+4) beat 4x2 and 6x2 (6+6+2) by 1.1x, for 7 rows 4x2 (4+3) beat 5x2 (5+2)
+# by 1.03-1.09x: a tail tile costs as much as one of this many chains.
+_FMA_CHAINS = 10
 # Row tiles are unrolled; beyond this the code size grows without gain.
 _MAX_ROWS = 16
 # A tile narrower than a cache line reads half of every weight line it touches (8-lane
@@ -97,8 +107,10 @@ def _divisors(n: int) -> list[int]:
 
 def choose_tile(rows: int, cols: int, cpu: CpuInfo, dtype_bits: int, group: int = 0) -> Tile | None:
     """Pick the register tile for a ``rows x cols`` output, or None if ``cols`` cannot be
-    vectorized. Exact divisors are preferred (no tail predicates), then tile area. With
-    ``group``, the tile width (vectors x lanes) must divide it."""
+    vectorized. Enough rows to reuse the weights, whole cache lines of weights, then the
+    fewest FMA issue slots (``_tile_cycles``, the partial last row tile included), then
+    exact divisors (no tail predicates), then tile area. With ``group``, the tile width
+    (vectors x lanes) must divide it."""
     span = math.gcd(cols, group) if group else cols
     lanes = cpu.lanes(dtype_bits)
     while lanes > 1 and span % lanes:
@@ -112,24 +124,50 @@ def choose_tile(rows: int, cols: int, cpu: CpuInfo, dtype_bits: int, group: int 
             break
         max_rows = max(1, min(_MAX_ROWS, budget // vectors, rows))
         for r in range(1, max_rows + 1):
+            if r > 1 and r * vectors + vectors + 1 > cpu.registers:
+                # Accumulators, the weight vectors each of the r rows reuses, and a
+                # broadcast: beyond the register file LLVM spills in the inner loop (AVX2,
+                # a 3x4 tile: Inception v1's 6x6 1x1 conv 1.6x slower than 6x2, in A/B).
+                continue
             exact = rows % r == 0
             waste = (-rows) % r
             area = r * vectors
             line = min(vectors * lanes * dtype_bits // 8, _LINE_BYTES)
-            # Prefer: enough rows to hide FMA latency, whole cache lines of weights, exact
-            # split, big area, then few loads per FMA (r broadcasts + ``vectors`` weight
-            # loads feed r x vectors FMAs: 7x2 needs 9 loads for 14 FMAs, 14x1 needs 15;
-            # on AVX-512 one vector is already a whole line, so area ties were common:
-            # interleaved A/B on a 2-core Zen 5, one thread, MiniLM 0.63x, ResNet-50
-            # 0.91x, EfficientNet-Lite0 0.92x, DenseNet-121 0.93x, VGG-19 0.94x, other
-            # light models 0.98-1.00x), then few vectors. (Ranking waste by rows alone,
-            # not rows x vectors, gave SqueezeNet's stem 8x2 instead of 16x1, 0.63x, but
-            # ZFNet's 11x2 instead of 11x1, 1.44x: left to the tuner.)
+            cycles = _tile_cycles(rows, r, vectors) * (span // lanes // vectors)
+            # Prefer: enough rows, whole cache lines of weights, few FMA issue slots
+            # (``_FMA_CHAINS``: on AVX2, 6x2 over 4x2 for 28 or 56 rows, 5x2 for 14, 4x2
+            # for 7), exact split, big area, then few loads per FMA (r broadcasts +
+            # ``vectors`` weight loads feed r x vectors FMAs: 7x2 needs 9 loads for 14
+            # FMAs, 14x1 needs 15; on AVX-512 one vector is already a whole line, so area
+            # ties were common: interleaved A/B on a 2-core Zen 5, one thread, MiniLM
+            # 0.63x, ResNet-50 0.91x, EfficientNet-Lite0 0.92x, DenseNet-121 0.93x, VGG-19
+            # 0.94x, other light models 0.98-1.00x), then few vectors. (Ranking waste by
+            # rows alone, not rows x vectors, gave SqueezeNet's stem 8x2 instead of 16x1,
+            # 0.63x, but ZFNet's 11x2 instead of 11x1, 1.44x: left to the tuner.)
             loads = Fraction(r + vectors, r * vectors)
-            score = (min(r, _MIN_ROWS, rows), line, exact, -waste * vectors, area, -loads, -vectors)
+            score = (
+                min(r, _MIN_ROWS, rows),
+                line,
+                -cycles,
+                exact,
+                -waste * vectors,
+                area,
+                -loads,
+                -vectors,
+            )
             if best is None or score > best[0]:
                 best = (score, Tile(rows=r, vectors=vectors, lanes=lanes))
     return best[1] if best else None
+
+
+def _tile_cycles(rows: int, tile_rows: int, vectors: int) -> int:
+    """FMA issue slots per reduction step to cover ``rows`` rows with ``tile_rows x
+    vectors`` tiles: a tile of ``a`` accumulators takes ``max(a, _FMA_CHAINS)`` (fewer
+    independent chains leave the pipes waiting on latency); the partial last tile counts
+    at its own size."""
+    full, tail = divmod(rows, tile_rows)
+    cost = full * max(tile_rows * vectors, _FMA_CHAINS)
+    return cost + (max(tail * vectors, _FMA_CHAINS) if tail else 0)
 
 
 def pad_in_tile_default(sch: s_tir.Schedule, con: Contraction, pad: SBlockRV) -> bool:
