@@ -213,6 +213,9 @@ def test_odd_channel_count_is_padded_to_whole_vectors() -> None:
     assert padded_channels(250, 16) == 256 and padded_channels(250, 8) == 256
     assert padded_channels(256, 16) is None  # already whole vectors
     assert padded_channels(40, 16) is None  # 64 would waste 24 of 40
+    # AVX2: 1000 is whole 8-lane vectors but not whole 64-byte lines (two vectors)
+    assert padded_channels(1000, 8) == 1008 and padded_channels(1008, 16) is None
+    assert padded_channels(24, 8) is None  # 32 would waste 8 of 24
     model = _odd_channels_model()
     funcs = _prim_funcs(_scheduled(model))
     fused = [f for n, f in funcs.items() if "conv2d_packed" in n and "strided_slice" in n]

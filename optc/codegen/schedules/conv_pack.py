@@ -13,11 +13,11 @@ panel of ``P`` output channels a tile reads is one contiguous block walked in or
     y = call_tir(conv2d_packed, x, Wp)               # same loop nest, packed weight
 
 A grouped conv is packed the same way with panels inside one group (AlexNet's groups of
-128 and 192). A conv whose output channels no whole vector divides (SqueezeNet's and
-DenseNet's 1000-class 1x1 convs) gets zero output channels appended up to whole panels
-(``padded_channels``, at most 1/16 more work) and the real ones sliced out in its fused
-epilogue: unpadded it ran on half-width vectors with an unpacked weight (SqueezeNet
-0.83x with it, one thread, interleaved).
+128 and 192). A conv whose output channels no whole vector (on AVX2: no whole cache line)
+divides (SqueezeNet's and DenseNet's 1000-class 1x1 convs) gets zero output channels
+appended up to whole panels (``padded_channels``, at most 1/16 more work) and the real
+ones sliced out in its fused epilogue: unpadded it ran on half-width vectors with an
+unpacked weight (SqueezeNet 0.83x with it, one thread, interleaved).
 
 A matmul with a constant ``W[K, N]`` (a fully connected layer, which streams its whole
 weight once per inference) becomes ``call_tir(matmul_packed, x, Wp)`` with
@@ -48,6 +48,8 @@ _MIN_MACS = 1_000_000
 _MIN_DENSE_BYTES = 32 * 1024
 # Padding output channels up to whole vectors may add at most 1/this of the work.
 _MAX_PAD_WASTE = 16
+# float32 channels in a 64-byte cache line: a panel narrower than this reads part lines.
+_LINE_FLOATS = 16
 
 
 def panel_width(out_channels: int, lanes: int) -> int | None:
@@ -61,13 +63,17 @@ def panel_width(out_channels: int, lanes: int) -> int | None:
 
 
 def padded_channels(out_channels: int, lanes: int) -> int | None:
-    """Output channels to compute for a conv whose ``out_channels`` no full vector
-    divides (SqueezeNet's 1000 classes): the next multiple of two vectors, when that
-    wastes at most 1/16 of the work; else None. Unpadded, the tile falls back to narrower
-    vectors (8-lane on AVX-512: half the peak) and an unpacked weight."""
-    if out_channels % lanes == 0:
+    """Output channels to compute for a conv whose ``out_channels`` no whole cache line
+    of channels divides (SqueezeNet's 1000 classes): the next multiple of two vectors (at
+    least a line), when that wastes at most 1/16 of the work; else None. Unpadded, the
+    tile falls back to narrower vectors (8-lane on AVX-512: half the peak) and an
+    unpacked weight, or on AVX2 to one-vector panels: half a cache line per weight row,
+    and a tile of one vector (7x1), too few accumulators to hide the FMA latency
+    (SqueezeNet's last conv, 1000 -> 1008 channels: 0.85x the time, interleaved A/B on a
+    2-core Zen 3, one thread, under load, min of 60 rounds)."""
+    if out_channels % max(lanes, _LINE_FLOATS) == 0:
         return None
-    step = 2 * lanes
+    step = max(2 * lanes, _LINE_FLOATS)
     padded = -(-out_channels // step) * step
     return padded if (padded - out_channels) * _MAX_PAD_WASTE <= out_channels else None
 
@@ -163,7 +169,7 @@ class _PackConvWeights(relax.PyExprMutator):
         n, h, w, _ = (int(d) for d in data_ty.shape.values)
         if n * h * w * kh * kw * c * f < _MIN_MACS:
             return call
-        padded = padded_channels(f, self.lanes) if width is None and groups == 1 else None
+        padded = padded_channels(f, self.lanes) if groups == 1 else None
         if padded is not None:
             return self._padded(call, weight, padded)
         if width is None:
