@@ -29,7 +29,7 @@ from tvm.s_tir.schedule import ExprRV, LoopRV, SBlockRV
 
 from .analysis import Contraction, uses, var_coefficient
 from .hw import CpuInfo
-from .loops import unroll_and_vectorize, vector_split
+from .loops import unroll_and_vectorize, vector_split, write_tile_from_registers
 
 logger = logging.getLogger(__name__)
 
@@ -243,13 +243,9 @@ def schedule_contraction(
             in_tile = pad_in_tile_default(sch, con, pad)
         if not (in_tile and _pad_in_tile(sch, pad, tile_loop, tile.lanes)):
             left.append(pad)
-    if epilogue is not None:
-        sch.reverse_compute_at(epilogue.block_rv, tile_loop, preserve_unit_loops=True)
-        sch.set_scope(block, 0, "local")
-        writer = epilogue.block_rv
-    else:
-        writer = sch.cache_write(block, 0, "local")
-        sch.reverse_compute_at(writer, tile_loop, preserve_unit_loops=True)
+    writer = write_tile_from_registers(
+        sch, block, epilogue.block_rv if epilogue else None, tile_loop
+    )
     # Annotate and parallelize before decomposing: afterwards the update block has no
     # init, and the vectorize/parallel checks no longer accept it as a reduction block.
     for loop in rows_inner:

@@ -58,7 +58,7 @@ from tvm.s_tir.dlight.analysis import SBlockInfo
 from .analysis import as_contraction, uses, var_coefficient
 from .contraction import PARALLEL_MIN_MACS
 from .hw import CpuInfo
-from .loops import unroll_and_vectorize
+from .loops import unroll_and_vectorize, write_tile_from_registers
 
 logger = logging.getLogger(__name__)
 
@@ -182,13 +182,9 @@ def schedule_depthwise(
     reduce = [loops[k] for k in dw.reduce]
     sch.reorder(*batch, c_outer, y_outer, y_inner, x_outer, *reduce, x_inner, c_vector, c_lane)
     # The accumulator tile is what one strip writes: local scope keeps it in registers.
-    if epilogue is not None:
-        sch.reverse_compute_at(epilogue.block_rv, x_outer, preserve_unit_loops=True)
-        sch.set_scope(block, 0, "local")
-        writer = epilogue.block_rv
-    else:
-        writer = sch.cache_write(block, 0, "local")
-        sch.reverse_compute_at(writer, x_outer, preserve_unit_loops=True)
+    writer = write_tile_from_registers(
+        sch, block, epilogue.block_rv if epilogue else None, x_outer
+    )
     strip = len(batch) + 4  # the loops down to x_outer
     # Annotate and parallelize before decomposing (see contraction.py).
     for loop in [*reduce, x_inner, c_vector]:

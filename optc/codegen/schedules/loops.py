@@ -37,6 +37,21 @@ def unroll_and_vectorize(sch: s_tir.Schedule, loops: list[LoopRV], lanes: int) -
         sch.unroll(loop)
 
 
+def write_tile_from_registers(
+    sch: s_tir.Schedule, block: SBlockRV, epilogue: SBlockRV | None, at: LoopRV
+) -> SBlockRV:
+    """Keep ``block``'s output tile under ``at`` in local scope (registers) and write it
+    out there: through the elementwise ``epilogue`` moved under ``at`` (bias, ReLU, the
+    requantize), else through a cache-write copy. Returns the block that writes memory."""
+    if epilogue is not None:
+        sch.reverse_compute_at(epilogue, at, preserve_unit_loops=True)
+        sch.set_scope(block, 0, "local")
+        return epilogue
+    writer = sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(writer, at, preserve_unit_loops=True)
+    return writer
+
+
 def vector_split(sch: s_tir.Schedule, loop: LoopRV, lanes: int) -> LoopRV | None:
     """Split ``loop`` so that its inner part is one SIMD vector; vectorize it.
 

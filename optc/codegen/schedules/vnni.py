@@ -53,7 +53,7 @@ from tvm.script import tirx as T
 
 from .contraction import PARALLEL_MIN_MACS
 from .hw import CpuInfo
-from .loops import unroll_and_vectorize
+from .loops import unroll_and_vectorize, write_tile_from_registers
 
 logger = logging.getLogger(__name__)
 
@@ -319,13 +319,9 @@ def schedule_vnni(
     else:
         outer = [*loops[:-2], c_out]
         sch.reorder(*outer, k_out, c_vec, c_lane, k_in)
-    if epilogue is not None:
-        sch.reverse_compute_at(epilogue.block_rv, outer[-1], preserve_unit_loops=True)
-        sch.set_scope(info.block_rv, 0, "local")
-        writer = epilogue.block_rv
-    else:
-        writer = sch.cache_write(info.block_rv, 0, "local")
-        sch.reverse_compute_at(writer, outer[-1], preserve_unit_loops=True)
+    writer = write_tile_from_registers(
+        sch, info.block_rv, epilogue.block_rv if epilogue else None, outer[-1]
+    )
     unroll_and_vectorize(sch, sch.get_loops(writer)[len(outer) :], kernel.lanes)
     fused = sch.fuse(*outer)
     if cpu.cores > 1 and math.prod(extents) >= PARALLEL_MIN_MACS:
