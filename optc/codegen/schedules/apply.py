@@ -58,13 +58,31 @@ def _reads_elementwise(sch: s_tir.Schedule, consumer: SBlockInfo, buffer: tirx.B
     return False
 
 
+def _single_reduction(infos: list[SBlockInfo]) -> int | None:
+    """The position of the function's one reduction block, None unless exactly one."""
+    reductions = [i for i, info in enumerate(infos) if not info.is_injective()]
+    return reductions[0] if len(reductions) == 1 else None
+
+
+def _inline_consumers(
+    sch: s_tir.Schedule, infos: list[SBlockInfo], pos: int
+) -> tuple[SBlockInfo | None, list[SBlockInfo]]:
+    """Inline the blocks after the reduction at ``pos`` where TVM can; of those left,
+    the first one reading the reduction's output at the indices it writes becomes the
+    epilogue computed on the register tile. Returns (epilogue, the other consumers)."""
+    consumers = try_inline(sch, list(infos[pos + 1 :]))
+    out_buf = sch.get(infos[pos].block_rv).writes[0].source
+    if consumers and _reads_elementwise(sch, consumers[0], out_buf):
+        return consumers[0], consumers[1:]
+    return None, consumers
+
+
 def _schedule_contraction_func(
     sch: s_tir.Schedule, infos: list[SBlockInfo], cpu: CpuInfo, knobs: Knobs | None = None
 ) -> bool:
-    reductions = [i for i, info in enumerate(infos) if not info.is_injective()]
-    if len(reductions) != 1:
+    pos = _single_reduction(infos)
+    if pos is None:
         return False
-    pos = reductions[0]
     found = packed_kernel(sch.get(infos[pos].block_rv))
     packed = found is not None and kernel_available(found[0], cpu)  # VNNI / AVX2
     con: Contraction | None = None if packed else as_contraction(sch, infos[pos])
@@ -76,11 +94,7 @@ def _schedule_contraction_func(
             sch.compute_inline(info.block_rv)
         else:
             producers.append(info)
-    consumers = try_inline(sch, list(infos[pos + 1 :]))
-    out_buf = sch.get(infos[pos].block_rv).writes[0].source
-    epilogue = None
-    if consumers and _reads_elementwise(sch, consumers[0], out_buf):
-        epilogue = consumers.pop(0)
+    epilogue, consumers = _inline_consumers(sch, infos, pos)
     if packed:
         info = _refresh_info(sch, infos[pos])
         if info is None or not schedule_vnni(sch, info, epilogue, cpu):
@@ -105,10 +119,9 @@ def _schedule_depthwise_func(sch: s_tir.Schedule, infos: list[SBlockInfo], cpu: 
     """A depthwise conv (``depthwise.py``) with its zero padding inlined and its
     elementwise epilogue in the register tile; False, ``sch`` unchanged, for anything else
     (other producers before it included)."""
-    reductions = [i for i, info in enumerate(infos) if not info.is_injective()]
-    if len(reductions) != 1:
+    pos = _single_reduction(infos)
+    if pos is None:
         return False
-    pos = reductions[0]
     dw = as_depthwise(sch, infos[pos])
     if dw is None:
         return False
@@ -120,11 +133,7 @@ def _schedule_depthwise_func(sch: s_tir.Schedule, infos: list[SBlockInfo], cpu: 
         return False
     for info in producers:
         sch.compute_inline(info.block_rv)
-    consumers = try_inline(sch, list(infos[pos + 1 :]))
-    out_buf = sch.get(infos[pos].block_rv).writes[0].source
-    epilogue = None
-    if consumers and _reads_elementwise(sch, consumers[0], out_buf):
-        epilogue = consumers.pop(0)
+    epilogue, consumers = _inline_consumers(sch, infos, pos)
     schedule_depthwise(sch, dw, plan, epilogue, cpu)
     for info in consumers:
         schedule_injective(sch, info.block_rv, cpu.lanes(32), cpu.cores)
@@ -156,10 +165,10 @@ def schedule_contraction_with(sch: s_tir.Schedule, cpu: CpuInfo, knobs: Knobs) -
 def float_reduction(sch: s_tir.Schedule, infos: list[SBlockInfo]) -> SBlockInfo | None:
     """The function's one reduction block, None if it has several or if it is an
     integer kernel with a packed form (``vnni.py``; not part of the tuning space)."""
-    reductions = [info for info in infos if not info.is_injective()]
-    if len(reductions) != 1 or packed_kernel(sch.get(reductions[0].block_rv)) is not None:
+    pos = _single_reduction(infos)
+    if pos is None or packed_kernel(sch.get(infos[pos].block_rv)) is not None:
         return None
-    return reductions[0]
+    return infos[pos]
 
 
 def _refresh(sch: s_tir.Schedule, con: Contraction) -> Contraction | None:
