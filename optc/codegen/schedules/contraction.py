@@ -28,7 +28,7 @@ from tvm.s_tir.dlight.analysis import SBlockInfo
 from tvm.s_tir.schedule import ExprRV, LoopRV, SBlockRV
 
 from .analysis import Contraction, uses, var_coefficient
-from .hw import CpuInfo
+from .hw import CACHE_LINE_BYTES, CpuInfo
 from .loops import unroll_and_vectorize, vector_split, write_tile_from_registers
 
 logger = logging.getLogger(__name__)
@@ -49,9 +49,9 @@ _MIN_ROWS = 4
 _FMA_CHAINS = 10
 # Row tiles are unrolled; beyond this the code size grows without gain.
 _MAX_ROWS = 16
-# A tile narrower than a cache line reads half of every weight line it touches (8-lane
-# floats: 32 of 64 bytes); the other half waits for the next tile, often evicted by then.
-_LINE_BYTES = 64
+# A tile narrower than a cache line (``hw.CACHE_LINE_BYTES``) reads half of every weight
+# line it touches (8-lane floats: 32 of 64 bytes); the other half waits for the next
+# tile, often evicted by then.
 
 
 # Below this many multiply-adds (~20 us on one core) a parallel launch risks more than
@@ -132,7 +132,7 @@ def choose_tile(rows: int, cols: int, cpu: CpuInfo, dtype_bits: int, group: int 
             exact = rows % r == 0
             waste = (-rows) % r
             area = r * vectors
-            line = min(vectors * lanes * dtype_bits // 8, _LINE_BYTES)
+            line = min(vectors * lanes * dtype_bits // 8, CACHE_LINE_BYTES)
             cycles = _tile_cycles(rows, r, vectors) * (span // lanes // vectors)
             # Prefer: enough rows, whole cache lines of weights, few FMA issue slots
             # (``_FMA_CHAINS``: on AVX2, 6x2 over 4x2 for 28 or 56 rows, 5x2 for 14, 4x2

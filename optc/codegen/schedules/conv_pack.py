@@ -38,7 +38,7 @@ from tvm.ir.expr import GenericConst
 
 from optc.codegen.relax_rewrite import rewrite_functions
 
-from .hw import cpu_info
+from .hw import CACHE_LINE_BYTES, cpu_info
 
 # Below this many multiply-adds the weights are small enough to stay cached unpacked.
 _MIN_MACS = 1_000_000
@@ -48,8 +48,8 @@ _MIN_MACS = 1_000_000
 _MIN_DENSE_BYTES = 32 * 1024
 # Padding output channels up to whole vectors may add at most 1/this of the work.
 _MAX_PAD_WASTE = 16
-# float32 channels in a 64-byte cache line: a panel narrower than this reads part lines.
-_LINE_FLOATS = 16
+# float32 channels in a cache line: a panel narrower than this reads part lines.
+_LINE_FLOATS = CACHE_LINE_BYTES // 4
 
 
 def panel_width(out_channels: int, lanes: int) -> int | None:

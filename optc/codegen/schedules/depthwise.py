@@ -57,7 +57,7 @@ from tvm.s_tir.dlight.analysis import SBlockInfo
 
 from .analysis import as_contraction, uses, var_coefficient
 from .contraction import PARALLEL_MIN_MACS
-from .hw import CpuInfo
+from .hw import CACHE_LINE_BYTES, CpuInfo
 from .loops import unroll_and_vectorize, write_tile_from_registers
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,6 @@ _MAX_PIXELS = 8
 # An input this large does not stay in L2 between the two halves of its cache lines:
 # its tiles take whole lines (16 channels on AVX2) and ``_MAX_PIXELS / vectors`` pixels.
 _WIDE_INPUT_BYTES = 1 << 20
-_LINE_BYTES = 64
 _MIN_LANES = 4
 # Output rows per parallel tile: enough work per tile, enough tiles to balance threads.
 _MAX_ROWS = 4
@@ -161,7 +160,7 @@ def choose_plan(dw: Depthwise, cpu: CpuInfo) -> Plan | None:
         return None
     width = dw.extent(dw.col)
     # Vectors that fill a cache line (AVX2: 2; AVX-512: one vector is a line already).
-    line = max(1, _LINE_BYTES // (lanes * 4))
+    line = max(1, CACHE_LINE_BYTES // (lanes * 4))
     vectors = line if dw.input_bytes >= _WIDE_INPUT_BYTES and channels % (line * lanes) == 0 else 1
     pixels = _largest_divisor(width, _MAX_PIXELS // vectors)
     rows = _largest_divisor(dw.extent(dw.row), _MAX_ROWS)

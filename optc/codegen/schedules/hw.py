@@ -10,6 +10,10 @@ from tvm.target import codegen
 
 _VNNI_LLVM = 17
 
+CACHE_LINE_BYTES = 64
+"""The cache line of the x86 and Arm cores optc targets: the unit weight panels, register
+tiles and depthwise strips are sized to read whole."""
+
 
 @dataclass(frozen=True)
 class CpuInfo:
