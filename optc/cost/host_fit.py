@@ -20,9 +20,9 @@ measured elsewhere are not reused (their file is keyed like the calibration).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from optc.cost.calibration import (
@@ -50,7 +50,7 @@ QUICK = (2, 10)
 """(wide, ordinary) models of ``--quick``: rougher, about a fifth of the time."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class FitReport:
     """What a fit stored and how well it explains the rows it was fitted on."""
 
@@ -127,16 +127,12 @@ def _fitted_predictions(samples: Sequence[Sample], cache_dir: Path | None) -> li
 def fit_here(wide: int = FULL[0], ordinary: int = FULL[1], seed: int = 1,
              cache_dir: Path | None = None,
              progress: Callable[[str], None] | None = None) -> FitReport:
-    """Measure ``wide`` + ``ordinary`` generated models on this host and fit to them.
-
-    Calibrates first if this machine has no cache entry yet (the fit is relative to the
-    measured peaks)."""
-    get_target("host", cache_dir=cache_dir)  # calibrates on first use
+    """Measure ``wide`` + ``ordinary`` generated models on this host and fit to them
+    (``fit_rows`` calibrates first if this machine has no cache entry yet: the fit is
+    relative to the measured peaks). ``seconds`` covers the measurement too."""
     started = time.perf_counter()
-    path = rows_path(cache_dir)
-    rows = collect_rows(path, wide, ordinary, seed, progress=progress)
+    rows = collect_rows(rows_path(cache_dir), wide, ordinary, seed, progress=progress)
     report = fit_rows(rows, f"fitted on {len(rows)} generated models measured here "
                             f"({wide} wide, {ordinary} ordinary; {DEVICE}, median runs)",
                       cache_dir=cache_dir)
-    return FitReport(report.calibration, report.models, report.mape_at_peak,
-                     report.mape_fitted, time.perf_counter() - started)
+    return dataclasses.replace(report, seconds=time.perf_counter() - started)
