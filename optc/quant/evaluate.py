@@ -9,6 +9,13 @@ logits-like first output, otherwise the mean squared error to the fp32 output.
 Score (what ``max_drop`` bounds): top-1 accuracy with labels, otherwise top-1 agreement
 with the fp32 model for logits (``[N, classes]``, ``[N, classes, H, W]``), otherwise
 cosine similarity (3-D sequence outputs included); ``drop = score(fp32) - score(variant)``.
+
+Padded tokens: when the calibration data has an ``attention_mask`` input (Hugging Face
+models) whose ``[N, T]`` are the first two axes of the output, the cosine and the squared
+error count only the unmasked tokens. The hidden states of padding are no part of any
+result (pooling and heads mask them), and on MiniLM-L6 they decided the search: all 36
+layers w7a8 kept 0.996 cosine on the real tokens of eight sentences but 0.59 on their
+padding, which held the whole model to 0.961 and two layers at fp32.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ class Evaluator:
         self.labels = None if calibration.labels is None else \
             torch.from_numpy(calibration.labels)
         self.metric = _resolve_metric(metric, self.reference, self.labels)
+        self.mask = token_mask(calibration, self.reference) if self.metric == "cosine" \
+            else None
         self._check_labels()
         self.baseline = self.score(self.reference)
 
@@ -84,6 +93,8 @@ class Evaluator:
         if self.labels is not None:
             return torch.nn.functional.cross_entropy(out, self.labels[part])
         ref = self.reference[part]
+        if self.mask is not None:
+            out, ref = _masked(out, self.mask[part]), _masked(ref, self.mask[part])
         if self.metric == "agreement":
             teacher = torch.log_softmax(ref, dim=1)
             return torch.nn.functional.kl_div(torch.log_softmax(out, dim=1), teacher,
@@ -96,7 +107,7 @@ class Evaluator:
             return float((out.argmax(1) == self.labels).double().mean())
         if self.metric == "agreement":
             return float((out.argmax(1) == self.reference.argmax(1)).double().mean())
-        return cosine(out, self.reference)
+        return cosine(out, self.reference, self.mask)
 
     def measure(self, graph: Graph) -> Measure:
         out = self.outputs(graph)
@@ -117,6 +128,24 @@ class Evaluator:
                     high[name] = max(high[name], float(tensor.max()))
         return {name: (low[name], high[name]) for name in names}
 
+    def channel_ranges(self, graph: Graph, names: list[str]
+                       ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Min and max of each channel (the last axis) of each named value of ``graph``
+        over the calibration set, float32 arrays."""
+        batched = symbolic_batch(graph)
+        low: dict[str, torch.Tensor] = {}
+        high: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for _, feeds in self.chunks():
+                for name, tensor in self.forward(batched, feeds, outputs=names).items():
+                    rows = tensor.float().reshape(-1, tensor.shape[-1]) if tensor.dim() \
+                        else tensor.float().reshape(1, 1)
+                    part_low, part_high = rows.amin(0), rows.amax(0)
+                    low[name] = torch.minimum(low[name], part_low) if name in low else part_low
+                    high[name] = torch.maximum(high[name], part_high) if name in high \
+                        else part_high
+        return {name: (low[name].numpy(), high[name].numpy()) for name in names}
+
     def output_shapes(self, graph: Graph, names: list[str]) -> dict[str, tuple[int, ...]]:
         """Shapes of the named values of ``graph`` for one calibration sample."""
         feeds = {k: v[:1] for k, v in self.calibration.inputs.items()}
@@ -127,7 +156,7 @@ class Evaluator:
     def fidelity(self, graph: Graph) -> dict[str, float]:
         """Top-1 agreement, cosine and KL of ``graph``'s output against the fp32 model."""
         out = self.outputs(graph)
-        found = {"cosine": cosine(out, self.reference)}
+        found = {"cosine": cosine(out, self.reference, self.mask)}
         if _logits_like(self.reference):
             found["agreement"] = float((out.argmax(1) == self.reference.argmax(1)).double()
                                        .mean())
@@ -149,10 +178,30 @@ class Evaluator:
                                  f"has {ref.shape[1]} classes")
 
 
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean per-sample cosine similarity of two outputs."""
+def cosine(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """Mean per-sample cosine similarity of two outputs (over the tokens ``mask`` keeps)."""
+    if mask is not None:
+        a, b = _masked(a, mask), _masked(b, mask)
     x, y = a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()
     return float(torch.nn.functional.cosine_similarity(x, y, dim=1, eps=1e-12).mean())
+
+
+def token_mask(calibration: Calibration, reference: torch.Tensor) -> torch.Tensor | None:
+    """The calibration's ``attention_mask`` ``[N, T]`` as floats when the output is a
+    sequence ``[N, T, ...]`` of those tokens, else None (see the module docstring)."""
+    found = [v for k, v in calibration.inputs.items() if k.endswith("attention_mask")]
+    if len(found) != 1 or reference.dim() < 3:
+        return None
+    mask = np.asarray(found[0])
+    if mask.ndim != 2 or tuple(mask.shape) != tuple(reference.shape[:2]) or \
+            mask.dtype.kind not in "biu" or not mask.any(axis=1).all():
+        return None
+    return torch.from_numpy((mask != 0).astype(np.float32))
+
+
+def _masked(out: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``out`` with the masked tokens (axis 1) zeroed."""
+    return out * mask.reshape(*mask.shape, *([1] * (out.dim() - 2))).to(out.dtype)
 
 
 def _logits_like(out: torch.Tensor) -> bool:
