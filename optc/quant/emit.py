@@ -19,6 +19,14 @@ Forms (``x`` the layer's activation input, ``W`` its weight, ``b`` its bias):
 
 - ``fp16``: float16 weights and compute, the layer wrapped in Casts.
 
+An activation with outlier channels (``smoothing``: per-channel divisors ``m`` from
+``numerics.outlier_smoothing``) is divided by them before it is quantized, and the
+integer layers reading it quantize ``m * W`` (rows of the input axis) instead of ``W``::
+
+      %x.s   = Mul(%x, %x.inv_m)                                 # fused into x's producer
+      %x.q   = QuantizeLinear(%x.s, %x.scale, %x.zero)           # ranges: those of %x.s
+      %W.dq  = DequantizeLinear(%Ws.q8, %Ws.scale8) {axis=c}     # Ws = m[:, None] * W
+
 4-bit weights are stored as int8 codes in [-7, 7], not as ONNX ``INT4``: ``INT4``
 needs opset 21 (this repo's models are opset 17 and converting the whole model is a
 larger change), TVM 0.27's ONNX frontend fails to import ``INT4`` initializers
@@ -56,16 +64,20 @@ from optc.quant.numerics import (
 
 QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
 ActRanges = Mapping[str, tuple[float, float]]
+Smoothing = Mapping[str, np.ndarray]
+"""Activation -> per-channel divisors (last axis) applied before it is quantized."""
 WeightCache = dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]
 """(weight param, bits) -> (codes, scales): quantized once per search, not per trial."""
 
 
 def emit(graph: Graph, layers: Sequence[Layer], assignment: Mapping[str, LayerPrecision],
          ranges: ActRanges, cache: WeightCache | None = None,
-         int8_code_bits: int = 8) -> Graph:
+         int8_code_bits: int = 8, smoothing: Smoothing | None = None) -> Graph:
     """``graph`` with each layer in ``assignment`` lowered to its precision; the same
     graph object when every assigned precision is fp32. 8-bit weights are quantized to
-    ``int8_code_bits``-bit codes (7: ``optc.quant.kernels``), stored as int8."""
+    ``int8_code_bits``-bit codes (7: ``optc.quant.kernels``), stored as int8.
+    ``smoothing``: divisors of activations read by 2-D weights (MatMul, Gemm); their
+    ``ranges`` are those of the divided activation."""
     chosen = [(layer, assignment[layer.key]) for layer in layers
               if assignment.get(layer.key, FP32) != FP32]
     if not chosen:
@@ -74,11 +86,25 @@ def emit(graph: Graph, layers: Sequence[Layer], assignment: Mapping[str, LayerPr
         raise UserInputError(f"integer quantization needs opset >= {QDQ_MIN_OPSET} "
                              f"(per-channel DequantizeLinear); the model is opset "
                              f"{default_opset(graph)}: use bits=16 or convert the model")
-    writer = _Writer(graph, ranges, {} if cache is None else cache, int8_code_bits)
+    writer = _Writer(graph, ranges, {} if cache is None else cache, int8_code_bits,
+                     smoothing or {})
     replacements = {graph.producer(layer.key): writer.lower(layer, precision)
                     for layer, precision in chosen}
     edited = replace_nodes(graph, replacements).replace(params=writer.params)
     return drop_unused_params(edited)
+
+
+def takes_smoothing(graph: Graph, layer: Layer, channels: int) -> bool:
+    """Whether ``layer`` can take smoothing divisors of its activation's last axis
+    (``channels`` of them) into its weight: a 2-D MatMul / Gemm weight whose input axis
+    runs over that last axis (Gemm without ``transA``)."""
+    node = graph.producer(layer.key)
+    weight = graph.params[layer.weight]
+    if layer.op not in ("MatMul", "Gemm") or weight.ndim != 2 or node is None:
+        return False
+    if layer.op == "Gemm" and int(node.attr("transA", 0)):
+        return False
+    return int(weight.shape[1 - layer.channel_axis]) == channels
 
 
 def default_opset(graph: Graph) -> int:
@@ -90,8 +116,9 @@ class _Writer:
     reading the same value."""
 
     def __init__(self, graph: Graph, ranges: ActRanges, cache: WeightCache,
-                 int8_code_bits: int = 8) -> None:
+                 int8_code_bits: int = 8, smoothing: Smoothing | None = None) -> None:
         self.graph = graph
+        self.smoothing = smoothing or {}
         self.int8_code_bits = int8_code_bits
         self.ranges = ranges
         self.cache = cache
@@ -134,10 +161,16 @@ class _Writer:
         if not precision.integer_weights:
             return self._fp16_param(layer.weight)
         bits = code_bits(precision, self.int8_code_bits)
-        if (layer.weight, bits) not in self.cache:
-            self.cache[(layer.weight, bits)] = quantize_weight(
-                self.graph.params[layer.weight], bits, layer.channel_axis)
-        q, scale = self.cache[(layer.weight, bits)]
+        divisors = self._divisors(layer) if precision.act_bits == 8 else None
+        key = (layer.weight if divisors is None else f"{layer.weight}*smoothed", bits)
+        if key not in self.cache:
+            array = self.graph.params[layer.weight]
+            if divisors is not None:  # rows along the input axis times the divisors
+                shape = [1, 1]
+                shape[1 - layer.channel_axis] = -1
+                array = (array * divisors.reshape(shape)).astype(np.float32)
+            self.cache[key] = quantize_weight(array, bits, layer.channel_axis)
+        q, scale = self.cache[key]
         q_name = self.fresh(f"{layer.weight}.q{bits}")
         s_name = self.fresh(f"{layer.weight}.scale{bits}")
         self.params[q_name], self.params[s_name] = q, scale
@@ -152,6 +185,13 @@ class _Writer:
         before.append(Node("Cast", (out.name,), (half,), {"to": onnx.TensorProto.FLOAT16},
                            name=f"{layer.weight}.cast"))
         return half.name
+
+    def _divisors(self, layer: Layer) -> np.ndarray | None:
+        """The smoothing divisors of the layer's activation if its weight takes them."""
+        divisors = self.smoothing.get(layer.activation)
+        if divisors is None or not takes_smoothing(self.graph, layer, divisors.size):
+            return None
+        return divisors
 
     def _fp16_param(self, name: str) -> str:
         key = (name, "fp16-param")
@@ -181,10 +221,17 @@ class _Writer:
         s_name, z_name = self.fresh(f"{name}.scale"), self.fresh(f"{name}.zero")
         self.params[s_name], self.params[z_name] = scale, zero
         value = self.graph.value(name)
+        source = name
+        if self._divisors(layer) is not None:
+            inverse = self.fresh(f"{name}.inv_m")
+            self.params[inverse] = (1.0 / self.smoothing[name]).astype(np.float32)
+            smoothed = Value(self.fresh(f"{name}.smoothed"), "float32", value.shape)
+            before.append(Node("Mul", (name, inverse), (smoothed,), name=f"{name}.smooth"))
+            source = smoothed.name
         q = Value(self.fresh(f"{name}.q"), "uint8", value.shape)
         dq = Value(self.fresh(f"{name}.dq"), "float32", value.shape,
                    (Precision(8, "int"),))
-        before.append(Node("QuantizeLinear", (name, s_name, z_name), (q,),
+        before.append(Node("QuantizeLinear", (source, s_name, z_name), (q,),
                            name=f"{name}.quant"))
         before.append(Node("DequantizeLinear", (q.name, s_name, z_name), (dq,),
                            name=f"{name}.dequant", annotations=(Precision(8, "int"),)))

@@ -10,6 +10,14 @@ squared error (plain max-abs scaling wastes most of a 4-bit grid on one outlier)
 Activations are quantized per tensor, asymmetric uint8 from the calibration min/max
 (the MinMax calibration of onnxruntime's ``quantize_static``), the range widened to
 contain 0 so that zero (padding, ReLU) is exact.
+
+Outlier channels of a matmul's input (transformers: MiniLM-L6's layer-0 FFN input has
+one channel reaching 24.7 where 99 % of them stay under 4.2) would make that per-tensor
+grid coarse for every other channel. ``outlier_smoothing`` gives per-channel divisors
+that bring such channels down to the 99th percentile; the activation is divided by them
+before it is quantized and the weight rows multiplied by them (SmoothQuant's migration,
+Xiao et al., 2023, applied to the outliers only), which is the same product in exact
+arithmetic (``optc.quant.emit``).
 """
 
 from __future__ import annotations
@@ -23,6 +31,12 @@ ACT_BITS = (8, 16)
 CLIP_RATIOS = np.linspace(1.0, 0.5, 21)
 """Fractions of a channel's max |w| tried as its clipping range."""
 UINT8_MAX = 255
+SMOOTH_PERCENTILE = 99.0
+"""Channels of a matmul input above this percentile of the per-channel peaks are scaled
+down to it (``outlier_smoothing``)."""
+SMOOTH_MIN_RATIO = 2.0
+"""... when the largest peak is at least this multiple of the percentile (below that the
+per-tensor grid would get less than 2x finer: not worth a multiply)."""
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -137,3 +151,32 @@ def activation_qparams(low: float, high: float) -> tuple[np.ndarray, np.ndarray]
     scale = (high - low) / UINT8_MAX if high > low else 1.0
     zero = int(np.clip(np.round(-low / scale), 0, UINT8_MAX))
     return np.array(scale, dtype=np.float32), np.array(zero, dtype=np.uint8)
+
+
+def outlier_smoothing(low: np.ndarray, high: np.ndarray,
+                      percentile: float = SMOOTH_PERCENTILE,
+                      min_ratio: float = SMOOTH_MIN_RATIO) -> np.ndarray | None:
+    """Per-channel divisors ``m >= 1`` (float32) for an activation whose channel ``c``
+    spans ``[low[c], high[c]]`` on the calibration data, or None when no channel stands
+    out. ``m[c] = peak[c] / p`` above ``p``, the ``percentile`` of the peaks ``|x_c|``,
+    else 1: ``x / m`` has every channel within ``p``, and ``(x / m) @ (m * W)`` is
+    ``x @ W``. MiniLM-L6 all-w7a8 (eight sentences, real tokens): 0.9962 cosine with
+    this, 0.9902 without. Only the outliers move: SmoothQuant's balance of every channel
+    against the weight (``m = peak^a / wpeak^(1-a)``, a = 0.5) on its six FFN output
+    inputs did worse than this on them (0.972 against 0.992 cosine, all tokens)."""
+    peak = np.maximum(np.abs(np.asarray(low, np.float64)), np.abs(np.asarray(high, np.float64)))
+    if peak.size < 2:
+        return None
+    limit = float(np.percentile(peak, percentile))
+    if limit <= 0 or float(peak.max()) < min_ratio * limit:
+        return None
+    return np.maximum(peak / limit, 1.0).astype(np.float32)
+
+
+def smoothed_range(low: np.ndarray, high: np.ndarray,
+                   divisors: np.ndarray | None) -> tuple[float, float]:
+    """The per-tensor range of an activation (channel ranges ``low``, ``high``) after
+    dividing channel ``c`` by ``divisors[c]`` (None: as is)."""
+    if divisors is None:
+        return float(np.min(low)), float(np.max(high))
+    return float(np.min(low / divisors)), float(np.max(high / divisors))

@@ -19,12 +19,24 @@ import numpy as np
 from optc.ir.graph import Graph
 from optc.pipeline import PassContext
 from optc.quant.calibration import Calibration, resolve_calibration
-from optc.quant.emit import QDQ_MIN_OPSET, WeightCache, default_opset, emit
+from optc.quant.emit import (
+    QDQ_MIN_OPSET,
+    WeightCache,
+    default_opset,
+    emit,
+    takes_smoothing,
+)
 from optc.quant.evaluate import Evaluator, Measure, Metric
 from optc.quant.kernels import int8_code_bits
 from optc.quant.latency import LatencyFn, latency_model
 from optc.quant.layers import Layer, neighbors, quantizable_layers, with_observed_macs
-from optc.quant.numerics import FP32, LayerPrecision, precision_for
+from optc.quant.numerics import (
+    FP32,
+    LayerPrecision,
+    outlier_smoothing,
+    precision_for,
+    smoothed_range,
+)
 from optc.quant.report import REPORT_KEY, Report, build_report
 from optc.quant.search import Assignment, Trial, bisect_ladder, frozen
 from optc.quant.sensitivity import (
@@ -55,6 +67,9 @@ class Options:
     # Bits of 8-bit layers' weight codes: 7 or 8; None: what the target's int8 kernel
     # runs exactly (``optc.quant.kernels.int8_code_bits``: 7 for AVX2 ``vpmaddubsw``).
     int8_code_bits: int | None = None
+    # Divide outlier channels of a MatMul / Gemm input before quantizing it, their weight
+    # rows multiplied instead (``numerics.outlier_smoothing``, ``emit``).
+    smooth_outliers: bool = True
 
     def __post_init__(self) -> None:
         if self.int8_code_bits not in (None, 7, 8):
@@ -80,7 +95,8 @@ class Session:
     """
 
     def __init__(self, graph: Graph, layers: Sequence[Layer], calibration: Calibration,
-                 metric: Metric, sensitivity_samples: int, int8_code_bits: int = 8) -> None:
+                 metric: Metric, sensitivity_samples: int, int8_code_bits: int = 8,
+                 smooth_outliers: bool = True) -> None:
         self.graph = graph
         self.int8_code_bits = int8_code_bits
         self.evaluator = Evaluator(graph, calibration, metric)
@@ -93,8 +109,8 @@ class Session:
         self.layers = tuple(layers)
         self.by_key = {layer.key: layer for layer in layers}
         self.neighbors = neighbors(graph, layers)
-        self.ranges = self.evaluator.value_ranges(
-            graph, sorted({layer.activation for layer in layers}))
+        self.ranges, self.smoothing = activation_ranges(
+            self.evaluator, graph, self.layers, smooth_outliers)
         self._traces: dict[tuple[int, int], dict[str, float]] = {}
         self._measures: dict[tuple[tuple[str, int, int], ...], Measure] = {}
         self._probes: dict[tuple[tuple[str, int, int], ...], float] = {}
@@ -111,7 +127,7 @@ class Session:
         key = _key(assignment)
         if self._last is None or self._last[0] != key:  # a trial is measured, then priced
             self._last = (key, emit(self.graph, self.layers, assignment, self.ranges,
-                                    self._weights, self.int8_code_bits))
+                                    self._weights, self.int8_code_bits, self.smoothing))
         return self._last[1]
 
     def measure(self, assignment: Assignment) -> Measure:
@@ -137,10 +153,31 @@ def session_for(graph: Graph, ctx: PassContext, layers: Sequence[Layer],
                                       options.seed)
     code_bits = options.int8_code_bits or int8_code_bits(ctx.target)
     key = f"mixed-precision/{_digest(calibration)}/{options.metric}/" \
-          f"{options.sensitivity_samples}/w{code_bits}"
+          f"{options.sensitivity_samples}/w{code_bits}" \
+          f"{'/smooth' if options.smooth_outliers else ''}"
     return ctx.cache.get_or_compute(graph, key, lambda: Session(
         graph, layers, calibration, options.metric, options.sensitivity_samples,
-        code_bits))
+        code_bits, options.smooth_outliers))
+
+
+def activation_ranges(evaluator: Evaluator, graph: Graph, layers: Sequence[Layer],
+                      smooth: bool = True) -> tuple[dict[str, tuple[float, float]],
+                                                    dict[str, np.ndarray]]:
+    """Per-tensor ranges of the layers' activations as they are quantized, and the
+    smoothing divisors of those with outlier channels (``smooth``), which every layer
+    reading them must take into its weight (``emit.takes_smoothing``)."""
+    names = sorted({layer.activation for layer in layers})
+    channels = evaluator.channel_ranges(graph, names)
+    ranges, smoothing = {}, {}
+    for name in names:
+        low, high = channels[name]
+        divisors = outlier_smoothing(low, high) if smooth else None
+        readers = [layer for layer in layers if layer.activation == name]
+        if divisors is not None and all(takes_smoothing(graph, layer, divisors.size)
+                                        for layer in readers):
+            smoothing[name] = divisors
+        ranges[name] = smoothed_range(low, high, smoothing.get(name))
+    return ranges, smoothing
 
 
 def quantize_mixed(graph: Graph, ctx: PassContext,
