@@ -43,7 +43,7 @@ from optc.cost.learned_eval import (
     score_methods,
     table,
 )
-from optc.cost.learned_features import GraphEncoder
+from optc.cost.learned_features import PRIOR_MODES, GraphEncoder
 from optc.cost.metasgd import MetaConfig
 from optc.settings import read_settings
 from optc.target import get_target
@@ -126,6 +126,12 @@ def main() -> None:
         default=MetaConfig().bound,
         help="Largest graph-dependent ln-correction to the roofline.",
     )
+    parser.add_argument(
+        "--prior",
+        choices=PRIOR_MODES,
+        default=MetaConfig().prior,
+        help="What the network corrects (MetaConfig.prior).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--latency",
@@ -138,7 +144,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)  # tiny matrices: threads cost more than they give
-    config = dataclasses.replace(MetaConfig(), iterations=args.iterations, bound=args.bound)
+    config = dataclasses.replace(
+        MetaConfig(), iterations=args.iterations, bound=args.bound, prior=args.prior
+    )
     encoder = GraphEncoder()
     devices = dataset_devices(args.dataset, encoder, args.latency)
     roofline = host_roofline(devices)
@@ -169,7 +177,7 @@ def main() -> None:
     print(
         f"\n{time.perf_counter() - started:.0f} s; K = {args.k}, draws = {args.draws}, "
         f"members = {args.members}, iterations = {args.iterations}, "
-        f"latency = {args.latency}"
+        f"latency = {args.latency}, prior = {args.prior}"
     )
     if args.json:
         args.json.write_text(json.dumps([dataclasses.asdict(s) for s in scores], indent=1))

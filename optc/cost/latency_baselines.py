@@ -53,8 +53,10 @@ def roofline_only(roofline: np.ndarray, latency: np.ndarray, support: np.ndarray
     return scaled(roofline, latency, support)
 
 
-def fitted_prior(features: np.ndarray, latency: np.ndarray, support: np.ndarray) -> np.ndarray:
-    columns = prior_columns(features)
+def fitted_prior(
+    features: np.ndarray, latency: np.ndarray, support: np.ndarray, depthwise: bool = False
+) -> np.ndarray:
+    columns = prior_columns(features, depthwise=depthwise)
     return np.exp(prior_log(columns, fit_prior(columns[support], latency[support])))
 
 

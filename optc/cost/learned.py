@@ -103,7 +103,7 @@ class LearnedLatencyModel:
         stacked = np.concatenate(list(xs.values()))
         x_mean, x_std = stacked.mean(axis=0), np.maximum(stacked.std(axis=0), STD_FLOOR)
         columns = (
-            {d: prior_columns(xs[d]) for d in devices} if self.config.prior == "fitted" else {}
+            {d: self._columns(xs[d]) for d in devices} if self.config.prior != "roofline" else {}
         )
         if columns:  # targets are ln(latency); each episode subtracts its fitted prior
             ys = {d: np.log([s.latency_s for s in devices[d]]) for d in devices}
@@ -148,9 +148,10 @@ class LearnedLatencyModel:
         """A copy adapted to one device from ``k`` of its samples: the reference models
         among them first (they also give the embedding), then others in a seeded order.
         The prior's weights are fitted to them, then Meta-SGD's inner steps; the number of
-        steps and the share of the network's correction kept (all, half, none: on a device
-        unlike every training one the fitted prior alone may rank better) are chosen by
-        leave-one-out on the samples, and a log-space offset refitted for that share."""
+        steps and the share of the network's correction kept (all to none in quarters: on
+        a device unlike every training one the fitted prior alone may rank better) are
+        chosen by leave-one-out on the samples, and a log-space offset refitted for that
+        share."""
         state = self._trained()
         samples = labeled_all(device_samples)
         if not samples:
@@ -159,7 +160,7 @@ class LearnedLatencyModel:
         features = self._features(chosen)
         x = _tensor(_standard(features, state))
         latency = np.array([s.latency_s for s in chosen])
-        columns = prior_columns(features)
+        columns = self._columns(features)
         fitted = state.prior_weights is not None
 
         def targets(kept: np.ndarray) -> torch.Tensor:
@@ -248,7 +249,7 @@ class LearnedLatencyModel:
         base = (
             features[:, PRIOR_INDEX]
             if state.prior_weights is None
-            else prior_log(prior_columns(features), state.prior_weights)
+            else prior_log(self._columns(features), state.prior_weights)
         )
         log_latency = base + state.y_mean + state.shrink * outputs.mean(axis=0) + state.shift
         spread = np.sqrt(state.shrink**2 * outputs.var(axis=0) + state.spread**2)
@@ -292,6 +293,10 @@ class LearnedLatencyModel:
             config=self.config,
             encoder=self.encoder,
         )
+
+    def _columns(self, features: np.ndarray) -> np.ndarray:
+        """The fitted prior's columns of the layout this model was trained with."""
+        return prior_columns(features, depthwise=self.config.prior == "fitted-depthwise")
 
     def _features(self, samples: Sequence[Labeled]) -> np.ndarray:
         return np.stack([self.encoder.encode_key(s.key, s.load) for s in samples])

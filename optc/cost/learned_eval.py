@@ -171,7 +171,12 @@ def score_methods(
         "roofline": base.roofline_only(data.roofline, measured, support),
         "scratch": base.scratch(data.features, measured, support, model.state, seed, center),
         "nearest": borrowed,
-        "fitted": base.fitted_prior(data.features, measured, support),
+        "fitted": base.fitted_prior(
+            data.features,
+            measured,
+            support,
+            depthwise=adapted.config.prior == "fitted-depthwise",
+        ),
     }
     scores = []
     for method in METHODS:

@@ -69,6 +69,10 @@ PRIOR_GROUPS: tuple[tuple[str, ...], ...] = (
 )
 """Op-class groups of the fitted prior (``prior_columns``): few enough to fit from K = 10
 samples, split where runtimes differ most (int8 convolutions slow, int8 MatMuls fast)."""
+PRIOR_MODES = ("roofline", "fitted", "fitted-depthwise")
+"""What the learned network corrects (``MetaConfig.prior``): the nominal roofline alone;
+the fitted prior over ``PRIOR_GROUPS`` and the node count; the same with the convolution
+group split into dense and depthwise convolutions (``prior_columns(depthwise=True)``)."""
 
 
 def _ln(value: float) -> float:
@@ -197,12 +201,18 @@ def features(graph: Graph, breakdown: Breakdown) -> np.ndarray:
 PRESENT_SHARE = 0.05
 
 
-def prior_columns(vectors: np.ndarray) -> np.ndarray:
+def prior_columns(vectors: np.ndarray, depthwise: bool = False) -> np.ndarray:
     """Per row of feature vectors, the columns of the fitted prior: the nominal roofline's
     busy seconds of each ``PRIOR_GROUPS`` group, then the node count. A device's latency
     is modelled as their non-negative combination (``fit_prior``): seconds
     per roofline-second per group (an inverse efficiency) and seconds per node (eager
-    runtimes pay a fixed cost per op, which no FLOP count expresses)."""
+    runtimes pay a fixed cost per op, which no FLOP count expresses).
+
+    With ``depthwise`` the convolution column is split in two, dense then depthwise, by
+    the depthwise share of convolution FLOPs (the features hold no per-kind busy time:
+    a FLOP split, so the two still add up to the group). Runtimes differ most there:
+    on the shipped data, onnxruntime's dynamic int8 runs depthwise convolutions far
+    slower than dense ones (the all-rows fit's MAPE on ``ort-int8-1t``: 33 % -> 22 %)."""
     vectors = np.atleast_2d(vectors)
     index = {name: i for i, name in enumerate(FEATURE_NAMES)}
     prior = np.exp(vectors[:, PRIOR_INDEX])
@@ -213,6 +223,9 @@ def prior_columns(vectors: np.ndarray) -> np.ndarray:
     # Time the roofline charges to no node's class (transfers, kernels without a row)
     # joins the last, memory-bound group, so that the groups add up to the roofline.
     busy[-1] = busy[-1] + np.maximum(prior - np.sum(busy, axis=0), 0.0)
+    if depthwise:
+        share = np.clip(vectors[:, index["share_depthwise_flops"]], 0.0, 1.0)
+        busy = [busy[0] * (1.0 - share), busy[0] * share, *busy[1:]]
     return np.stack([*busy, np.expm1(vectors[:, index["ln_nodes"]])], axis=1)
 
 
