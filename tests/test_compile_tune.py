@@ -42,6 +42,7 @@ def test_tuning_database_is_cached_and_reused(
     assert first.report["check"]["status"] == "passed"  # the tuned build matches the reference
     _assert_measured(database / SEARCH_DIR)
     _assert_verified(database, tuning["records"])
+    _assert_confirmed_in_context(database)
     second = compile_model(DIGITS, "host", tmp_path / "second", tune=8, repeat=2)
     assert second.report["tuning"]["records"] == tuning["records"]  # nothing tuned again
     assert second.report["stages_s"]["tune"] < first.report["stages_s"]["tune"]
@@ -59,6 +60,49 @@ def _assert_verified(database: Path, count: int) -> None:
     assert len(records) == count
     assert len({tvm_ffi.structural_hash(r.workload.mod) for r in records}) == count
     assert all(len(r.run_secs) >= VERIFY_ROUNDS for r in records)
+
+
+def _assert_confirmed_in_context(database: Path) -> None:
+    """A search winner is in the database only where it was faster inside the whole
+    model, and the whole model with the winners faster than untuned (the in-context
+    check's log, ``CONTEXT_LOG``, has the times it decided on); a function whose record
+    is its untuned schedule was either no winner or not kept."""
+    import json
+
+    import tvm
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    from optc.codegen.build import make_target
+    from optc.codegen.schedules.space import contraction_space
+    from optc.codegen.schedules.tune import CONTEXT_LOG
+    from optc.codegen.schedules.tune_verify import KERNEL_MARGIN, MODEL_MARGIN
+    from optc.compiler.tuning import open_database
+
+    target = make_target(_host_tvm_target(database.parents[1]))
+    space = contraction_space(target)
+    tuned = 0
+    for record in open_database(database).get_all_tuning_records():
+        untuned = ms.TuneContext(
+            mod=record.workload.mod, target=target, space_generator=space, task_name="f"
+        ).generate_design_space()[0]
+        applied = tvm.s_tir.Schedule(record.workload.mod)
+        record.trace.apply_to_schedule(applied, False)
+        tuned += not tvm_ffi.structural_equal(applied.mod, untuned.mod)
+    log_path = database / CONTEXT_LOG
+    if not log_path.exists():  # no winner alone: nothing was built in context
+        assert tuned == 0
+        return
+    log = json.loads(log_path.read_text())
+    kept = [k for k in log["kernels"].values() if k["kept"]]
+    assert all(k["won_alone"] for k in kept)
+    assert all(k["tuned_s"] < k["untuned_s"] * (1 - KERNEL_MARGIN) for k in kept)
+    if log["tuned_model"]:
+        model = log["model_s"]
+        assert model["tuned"] < model["untuned"] * (1 - MODEL_MARGIN)
+        assert tuned == len(kept) > 0
+    else:
+        assert tuned == 0
 
 
 def _assert_measured(database: Path) -> None:

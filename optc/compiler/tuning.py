@@ -9,6 +9,12 @@ The tuner (``optc.codegen.schedules.tune``) runs in a child process: MetaSchedul
 native code that can crash the interpreter, and a crash must end as one error line,
 not take ``optc compile`` down. The build then runs inside ``with database:``, where
 optc's CPU schedules pick the tuned records up.
+
+The child also builds and times the whole model, untuned and with the search's winners,
+before it commits anything (``schedules/tune_verify.py``: a kernel faster alone need not
+be faster between the model's other kernels). It imports ``optc.codegen`` first, so that
+this timing runs on a TVM thread pool sized as the compiled model's will be (one thread
+per core; TVM's own default is half the logical cores on x86, one thread on a 2-vCPU VM).
 """
 
 from __future__ import annotations

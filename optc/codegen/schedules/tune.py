@@ -14,8 +14,15 @@ What is tuned, and how:
   tile as sampled decisions and its loop order / parallelism as variants;
 - starting from optc's untuned schedule, measured and committed first; at the end the
   search's winner and the untuned schedule are measured again, alternately, and the
-  winner is kept only where it is ``VERIFY_MARGIN`` faster (``_verify``: the search's
-  own records, in ``work_dir/search``, are single measurements minutes apart);
+  winner stays a candidate only where it is ``VERIFY_MARGIN`` faster (``_verify``: the
+  search's own records, in ``work_dir/search``, are single measurements minutes apart);
+- then the candidates are timed inside the whole model (``tune_verify``): a kernel that
+  wins alone, hot in cache and back to back, need not win between the model's other
+  kernels, and a tuned ShuffleNet whose every kept kernel had won alone ran 1.43x slower
+  than untuned. A winner is kept only where its kernel is faster in the model, and the
+  winners only where the whole model is faster; else every function keeps its untuned
+  schedule. Only then is anything committed to ``work_dir``'s database, one record per
+  tuned function (the winner or the untuned schedule, with its kernel-level times);
 - built by ``measure.PersistentBuilder`` (workers kept across batches, no TVMScript
   intrinsics parsed) and run by MetaSchedule's ``LocalRunner`` (one persistent worker).
 """
@@ -23,6 +30,7 @@ What is tuned, and how:
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import statistics
 import subprocess
@@ -30,14 +38,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tvm
 import tvm_ffi
+from tvm import s_tir, tirx
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.utils import cpu_count
 
 from optc.errors import UserInputError
 
+from . import tune_verify
 from .measure import PersistentBuilder, preload_tensor_intrin
 from .prep import layout_passes
 from .space import contraction_macs, contraction_space
@@ -110,6 +121,10 @@ BATCH = 8
 SEARCH_DIR = "search"
 """The search's own database, under ``work_dir``; ``work_dir``'s holds the verified winners."""
 
+CONTEXT_LOG = "in_context.json"
+"""The last in-context check's times and decisions, under ``work_dir`` (for people and
+tests; the database does not depend on it)."""
+
 VERIFY_ROUNDS = 5
 """Alternating measurements of the search winner and the untuned schedule at the end."""
 
@@ -168,10 +183,12 @@ def tune(
     """Tune the float contractions of the imported Relax module ``mod`` for ``target``.
 
     ``trials`` is the budget of measured candidates (``plan_trials`` splits it), besides
-    one measurement per tuned function of optc's untuned schedule, committed first: the
-    search starts from it, and a tuned record is never slower than untuned as measured.
-    The design space is optc's own schedule with knobs (``space.py``). Every function of
-    ``mod`` is then in the database, so calling again with the same ``work_dir`` is cheap.
+    one measurement per tuned function of optc's untuned schedule, committed first to the
+    search's database: the search starts from it. The design space is optc's own schedule
+    with knobs (``space.py``). A search winner reaches ``work_dir``'s database only where
+    it beat the untuned schedule alone (``_verify``) and inside the whole model
+    (``_confirm_in_context``). Every function of ``mod`` is then in the database, so
+    calling again with the same ``work_dir`` is cheap.
     """
     if target.kind.name != "llvm":
         raise UserInputError(f"optc's CPU tuner needs an llvm target, got {target.kind.name!r}")
@@ -179,7 +196,8 @@ def tune(
         raise UserInputError(f"trials must be >= 1, got {trials}")
     check_serialization()
     database = open_database(work_dir)
-    tasks = ms.relax_integration.extract_tasks(legalized(mod, target), target)
+    functions = legalized(mod, target)
+    tasks = ms.relax_integration.extract_tasks(functions, target)
     todo = _untuned(tasks, database)
     plans = plan_trials(todo, trials)
     logger.info(
@@ -190,10 +208,33 @@ def tune(
     )
     if plans:
         search = open_database(Path(work_dir) / SEARCH_DIR)
-        _search(plans, target, work_dir, search, database, seed)
+        chosen = _search(plans, target, work_dir, search, seed)
+        chosen = _confirm_in_context(mod, functions, target, chosen, Path(work_dir))
+        _commit(chosen, target, database)
     for task in todo:  # tuned or not, every function counts as done for this database
         database.commit_workload(task.dispatched[0])
     return database
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A schedule of a planned function and its kernel-level times (seconds per run)."""
+
+    sch: s_tir.Schedule
+    args: list[ms.arg_info.ArgInfo]
+    times: list[float]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A planned function's untuned schedule and, where it won alone, the search's winner."""
+
+    plan: Plan
+    untuned: Measured | None
+    winner: Measured | None
+
+    def without_winner(self) -> Choice:
+        return Choice(self.plan, self.untuned, None)
 
 
 def _search(
@@ -201,9 +242,8 @@ def _search(
     target: tvm.target.Target,
     work_dir: str | Path,
     database: ms.Database,
-    final: ms.Database,
     seed: int,
-) -> None:
+) -> list[Choice]:
     preload_tensor_intrin()  # TuneContext imports it: minutes, done the slow way
     quiet = logging.getLogger("tvm.s_tir.meta_schedule")
     if quiet.level == logging.NOTSET:  # MetaSchedule prints every round on stdout by default;
@@ -239,8 +279,12 @@ def _search(
                 database=database,
                 cost_model=_cost_model(),
             )
-        kept = _verify(plans, target, space, builder, runner, database, final)
-        logger.info("kept %d tuned schedules over the untuned ones", kept)
+        choices = _verify(plans, target, space, builder, runner, database)
+        logger.info(
+            "%d tuned schedules beat the untuned ones alone",
+            sum(c.winner is not None for c in choices),
+        )
+        return choices
     finally:
         builder.shutdown()
 
@@ -294,14 +338,13 @@ def _verify(
     builder: PersistentBuilder,
     runner: ms.runner.Runner,
     search: ms.Database,
-    final: ms.Database,
-) -> int:
-    """Commit to ``final`` each planned function's search winner only where it beats the
-    untuned schedule when both are measured again, alternately (``VERIFY_ROUNDS`` each),
-    by ``VERIFY_MARGIN``; else the untuned one. The search measures each candidate once,
-    minutes apart from the seed: on a shared machine a candidate measured in a quiet
-    moment beat the seed by noise (ResNet-50 tuned with 160 trials ran 1.18x slower than
-    untuned, its kernels 1.1-1.7x, one thread). Returns how many tuned ones were kept."""
+) -> list[Choice]:
+    """Each planned function's untuned schedule and, where it beats that one when both
+    are measured again, alternately (``VERIFY_ROUNDS`` each), by ``VERIFY_MARGIN``, the
+    search's winner. The search measures each candidate once, minutes apart from the
+    seed: on a shared machine a candidate measured in a quiet moment beat the seed by
+    noise (ResNet-50 tuned with 160 trials ran 1.18x slower than untuned, its kernels
+    1.1-1.7x, one thread)."""
     pairs = []
     for plan in plans:
         mod = plan.task.dispatched[0]
@@ -328,23 +371,138 @@ def _verify(
             run = future.result()
             if run.error_msg is None:
                 times.setdefault(id(sch), []).extend(float(t) for t in run.run_secs)
-    kept = 0
+
+    def found(sch: s_tir.Schedule | None) -> Measured | None:
+        if sch is None or id(sch) not in times:
+            return None
+        return Measured(sch, args_of[id(sch)], times[id(sch)])
+
+    choices = []
     for plan, untuned, best in pairs:
-        slow = _median(times[id(untuned)]) if id(untuned) in times else None
-        fast = _median(times[id(best)]) if best is not None and id(best) in times else None
-        if fast is not None and (slow is None or fast < slow * (1 - VERIFY_MARGIN)):
-            chosen, kept = best, kept + 1
-        elif slow is not None:
-            chosen = untuned
-        else:
+        slow, fast = found(untuned), found(best)
+        if (
+            fast is not None
+            and slow is not None
+            and _median(fast.times) >= _median(slow.times) * (1 - VERIFY_MARGIN)
+        ):
+            fast = None
+        choices.append(Choice(plan, slow, fast))
+    return choices
+
+
+def _commit(choices: list[Choice], target: tvm.target.Target, final: ms.Database) -> None:
+    """One record per function in ``final``: its winner if any, else its untuned schedule
+    (a function whose schedules failed to build or run gets none: optc's rules apply)."""
+    for choice in choices:
+        chosen = choice.winner or choice.untuned
+        if chosen is None:
             continue
-        workload = final.commit_workload(plan.task.dispatched[0])
+        workload = final.commit_workload(choice.plan.task.dispatched[0])
         final.commit_tuning_record(
-            ms.database.TuningRecord(
-                chosen.trace, workload, times[id(chosen)], target, args_of[id(chosen)]
-            )
+            ms.database.TuningRecord(chosen.sch.trace, workload, chosen.times, target, chosen.args)
         )
-    return kept
+
+
+def _records(choices: list[Choice], target: tvm.target.Target) -> ms.Database:
+    """An in-memory database as ``_commit`` would fill ``work_dir``'s."""
+    database = ms.database.MemoryDatabase()
+    _commit(choices, target, database)
+    return database
+
+
+def kernel_names(functions: tvm.IRModule, plan: Plan) -> list[str]:
+    """The names of ``functions``' PrimFuncs that are ``plan``'s workload (a record in
+    the database applies to each of them), at least the task's own name."""
+    func = plan.task.dispatched[0]["main"].without_attr("global_symbol")
+    names = [
+        gvar.name_hint
+        for gvar, other in functions.functions_items()
+        if isinstance(other, tirx.PrimFunc)
+        and tvm_ffi.structural_equal(other.without_attr("global_symbol"), func)
+    ]
+    return names or [plan.task.task_name]
+
+
+def _confirm_in_context(
+    mod: tvm.IRModule,
+    functions: tvm.IRModule,
+    target: tvm.target.Target,
+    choices: list[Choice],
+    work_dir: Path,
+) -> list[Choice]:
+    """``choices`` with the winners that are not faster inside the whole model dropped,
+    and all of them dropped unless the whole model is faster (``tune_verify``)."""
+    winners = [c for c in choices if c.winner is not None]
+    if not winners:
+        return choices
+    try:
+        feeds = tune_verify.feeds_for(mod["main"])
+    except ValueError as exc:  # symbolic shapes: cannot be run, so cannot be shown faster
+        logger.warning("untuned schedules kept: the model cannot be timed (%s)", exc)
+        return [c.without_winner() for c in choices]
+    untuned = [c.without_winner() for c in choices]
+    try:
+        return _check_in_context(mod, functions, target, choices, feeds, work_dir)
+    except (RuntimeError, ValueError, TypeError) as exc:  # TVM's C++ errors arrive as these
+        # A model the check cannot build or run gets the schedules it is built with anyway.
+        logger.warning("untuned schedules kept: the in-context check failed: %s", exc)
+        return untuned
+
+
+def _check_in_context(
+    mod: tvm.IRModule,
+    functions: tvm.IRModule,
+    target: tvm.target.Target,
+    choices: list[Choice],
+    feeds: list[np.ndarray],
+    work_dir: Path,
+) -> list[Choice]:
+    """``_confirm_in_context`` once ``feeds`` exist; writes ``CONTEXT_LOG``. Where some
+    winners are dropped, the model with the others is built and measured again: the
+    whole-model decision is on what would be committed."""
+    winners = [c for c in choices if c.winner is not None]
+    untuned = [c.without_winner() for c in choices]
+    names = {id(c): kernel_names(functions, c.plan) for c in choices}
+    baseline = tune_verify.build_with(mod, target, _records(untuned, target))
+    tuned = tune_verify.build_with(mod, target, _records(choices, target))
+    found = tune_verify.measure({"untuned": baseline, "tuned": tuned}, feeds)
+    per_task = {
+        key: tune_verify.summed(found[key], {c.plan.task.task_name: names[id(c)] for c in choices})
+        for key in found
+    }
+    faster = tune_verify.kept_in_context(
+        per_task["untuned"], per_task["tuned"], [c.plan.task.task_name for c in winners]
+    )
+    kept = [c if c.plan.task.task_name in faster else c.without_winner() for c in choices]
+    final = found
+    if faster and len(faster) < len(winners):
+        tuned = tune_verify.build_with(mod, target, _records(kept, target))
+        final = tune_verify.measure({"untuned": baseline, "tuned": tuned}, feeds)
+    model = bool(faster) and tune_verify.model_is_faster(final["untuned"], final["tuned"])
+    log = {
+        "kernels": {
+            c.plan.task.task_name: {
+                "untuned_s": per_task["untuned"].kernel_median(c.plan.task.task_name),
+                "tuned_s": per_task["tuned"].kernel_median(c.plan.task.task_name),
+                "won_alone": c.winner is not None,
+                "kept": c.plan.task.task_name in faster,
+            }
+            for c in choices
+        },
+        "model_s": {
+            "untuned": final["untuned"].model_median(),
+            "tuned": final["tuned"].model_median() if faster else None,
+        },
+        "tuned_model": model,
+    }
+    (work_dir / CONTEXT_LOG).write_text(json.dumps(log, indent=2))
+    logger.info(
+        "in the model: %d of %d winners faster, whole model %s",
+        len(faster),
+        len(winners),
+        "faster: kept" if model else "not faster: untuned schedules kept",
+    )
+    return kept if model else untuned
 
 
 def _median(values: list[float]) -> float:
