@@ -14,8 +14,10 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 
 from optc.codegen.schedules.apply import schedule_prim_func
+from optc.codegen.schedules.contraction import PARALLEL_MIN_MACS
 from optc.codegen.schedules.depthwise import as_depthwise
-from optc.codegen.schedules.space import contraction_macs, contraction_space
+from optc.codegen.schedules.hw import cpu_info
+from optc.codegen.schedules.space import contraction_macs, contraction_space, variants
 from optc.codegen.schedules.tune import MIN_TRIALS_PER_TASK, legalized, plan_trials
 
 
@@ -128,3 +130,15 @@ def test_depthwise_convs_are_left_to_their_own_rule() -> None:
         elif contraction_macs(func) is not None:
             contractions += 1
     assert depthwise >= 3 and contractions >= 10
+
+
+def test_parallel_kernels_get_no_serial_variant() -> None:
+    """A serial variant of a parallel kernel wins only while the machine is busy (the
+    parallel one waits for a preempted thread; ``space.py``): the space never offers it.
+    Serial kernels near the threshold may try the parallel structure."""
+    cpu = cpu_info(RUN_TARGET)
+    for macs in (PARALLEL_MIN_MACS, 4 * PARALLEL_MIN_MACS, 100 * PARALLEL_MIN_MACS):
+        assert {k.parallel for k in variants(macs, cpu)} == {True}
+    near = {k.parallel for k in variants(PARALLEL_MIN_MACS // 2, cpu)}
+    assert near == ({False, True} if cpu.cores > 1 else {False})
+    assert {k.parallel for k in variants(1000, cpu)} == {False}

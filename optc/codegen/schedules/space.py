@@ -8,9 +8,20 @@ with its choices exposed to the search:
   default is ``choose_tile``'s pick (random re-sampling explores the rest);
 - structural variants, one design space each: the loop order of the tile loops (weight
   panel reused by every row block, optc's default, or a row block reused by every weight
-  panel), for kernels near ``PARALLEL_MIN_MACS`` parallel or serial, and for kernels
-  that zero-pad their input the padded rows made inside each tile or a padded copy of
-  the whole input made before the kernel (``Knobs.pad_in_tile``).
+  panel), for serial kernels up to ``_PARALLEL_BAND`` times below ``PARALLEL_MIN_MACS``
+  a parallel one, and for kernels that zero-pad their input the padded rows made inside
+  each tile or a padded copy of the whole input made before the kernel
+  (``Knobs.pad_in_tile``).
+
+Only that direction: a serial variant of a parallel kernel is a decision that holds only
+under the load it was measured in. On a busy machine a parallel kernel waits for a
+preempted thread, so serial can win; on free cores it runs on half of them. Measured on
+the 2-core Zen 3 (shared, load 4-7): ShuffleNet's biggest conv (4.3 M multiply-adds, 7
+calls), tuned to serial, took 0.38x its parallel schedule's time inside the model at one
+moment (whole model 0.73x), 1.23x twenty minutes later with the same two builds (whole
+model 1.13x), 0.97-1.01x a minute after that; unchanged kernels varied by up to 20 %
+meanwhile. A parallel variant that wins under load wins on free cores by more, so that
+one stays.
 
 Design space 0 with its default decisions is exactly the untuned schedule, so the
 tuner can seed the database with it (``tune.py``). Functions that are not float
@@ -37,8 +48,8 @@ from .measure import preload_tensor_intrin
 
 # Row tiles the search may pick (besides the default); beyond 16 code size only grows.
 _ROW_CHOICES = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16)
-# Offer the serial variant below this many multiply-adds, the parallel one above
-# PARALLEL_MIN_MACS / this: around the threshold either may win.
+# Offer the parallel variant of a serial kernel above PARALLEL_MIN_MACS / this: below the
+# threshold either may win (never the serial variant of a parallel one: module docstring).
 _PARALLEL_BAND = 8
 
 
@@ -104,11 +115,8 @@ def variants(macs: int, cpu: CpuInfo, pad: bool = False) -> list[Knobs]:
     is per kernel, ``contraction.pad_in_tile_default``)."""
     default_parallel = macs >= PARALLEL_MIN_MACS
     parallel = [default_parallel]
-    if (
-        cpu.cores > 1
-        and PARALLEL_MIN_MACS // _PARALLEL_BAND <= macs < PARALLEL_MIN_MACS * _PARALLEL_BAND
-    ):
-        parallel.append(not default_parallel)
+    if cpu.cores > 1 and PARALLEL_MIN_MACS // _PARALLEL_BAND <= macs < PARALLEL_MIN_MACS:
+        parallel.append(True)
     factors = sampled_factors(cpu)
     found = [
         Knobs(factors=factors, parallel=p, rows_outside=order)
