@@ -60,8 +60,11 @@ def test_pack_weight_puts_each_panel_contiguous() -> None:
     for f in (0, 7, 16, 31):
         np.testing.assert_array_equal(packed[f // 16, ..., f % 16], w[..., f])
     assert panel_width(64, 8) == 16
-    assert panel_width(24, 8) == 8  # one vector where two do not divide
-    assert panel_width(1000, 8) == 8
+    assert panel_width(24, 8) == 24  # three vectors where two do not divide
+    assert panel_width(72, 8) == 24
+    assert panel_width(40, 8) == 40  # five vectors: a 2x5 register tile
+    assert panel_width(56, 8) == 8  # one vector where neither two, three nor five divide
+    assert panel_width(1000, 8) == 40  # a 1000-class matmul: 1x5 tiles, not 1x1
     assert panel_width(1000, 16) is None  # not a whole number of 16-lane vectors
     assert panel_width(12, 8) is None
 
@@ -162,6 +165,48 @@ def test_group_slice_is_split_by_group_not_gathered() -> None:
     for func in sliced:
         text = func.script()
         assert "T.vectorized(T.int64(4))" in text, text
+
+
+def test_groups_of_three_vectors_get_three_vector_panels() -> None:
+    """ShuffleNet's groups of 68 channels, padded to 72: on AVX2 (8 lanes) a panel of
+    three vectors instead of one, so the register tile spans three (4x3, not 7x1)."""
+    lanes = cpu_info(RUN_TARGET).lanes(32)
+    funcs = _prim_funcs(_scheduled(_shuffle_model()))
+    convs = [f for n, f in funcs.items() if "conv2d_packed" in n]
+    assert len(convs) == 1, sorted(funcs)
+    width = int(convs[0].params[1].shape[-1])
+    assert width % lanes == 0
+    if lanes == 8:
+        assert width == 24
+        text = convs[0].script()
+        assert "T.unroll(T.int64(3))" in text and "T.vectorized(T.int64(8))" in text, text
+
+
+def _groups_of_40_model() -> onnx.ModelProto:
+    """ShuffleNet's 28x28 grouped 1x1 conv: 4 groups of 34 input and 40 output channels."""
+    rng = np.random.default_rng(4)
+    inits = [
+        _weight(rng, "w", (160, 34, 1, 1)),
+        numpy_helper.from_array(rng.standard_normal(160).astype(np.float32), "b"),
+    ]
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w", "b"], ["c"], group=4), n("Relu", ["c"], ["y"])]
+    return _model(nodes, inits, [1, 136, 28, 28], [1, 160, 28, 28])
+
+
+def test_groups_of_five_vectors_get_a_two_by_five_tile() -> None:
+    """On AVX2, groups of 40 channels get 40-wide panels and a 2x5 register tile (seven
+    loads per ten FMAs) instead of 10x1 (eleven per ten); the result is unchanged."""
+    model = _groups_of_40_model()
+    lanes = cpu_info(RUN_TARGET).lanes(32)
+    funcs = _prim_funcs(_scheduled(model))
+    convs = [f for n, f in funcs.items() if "conv2d_packed" in n]
+    assert len(convs) == 1, sorted(funcs)
+    if lanes == 8:
+        assert int(convs[0].params[1].shape[-1]) == 40
+        text = convs[0].script()
+        assert "T.unroll(T.int64(5))" in text and "T.unroll(T.int64(2))" in text, text
+    assert_matches_onnxruntime(model)
 
 
 def _bn_after_conv_model() -> onnx.ModelProto:

@@ -55,8 +55,20 @@ _LINE_FLOATS = CACHE_LINE_BYTES // 4
 def panel_width(out_channels: int, lanes: int) -> int | None:
     """Output channels per packed panel: two SIMD vectors (a full 64-byte line with
     8-lane floats, the register tile's width) where they divide ``out_channels``, else
-    one; None when not even one vector does (the conv is left unpacked)."""
-    for width in (2 * lanes, lanes):
+    three, else five, else one; None when not even one vector does (the conv is left
+    unpacked).
+
+    Three or five vectors: a group of 72 or 40 output channels (ShuffleNet's grouped
+    1x1 convs) or a conv with 24 or 40 (EfficientNet) would otherwise get one-vector
+    panels, so a register tile of one vector: 7x1 on a 14-wide map (seven accumulators,
+    too few chains for the FMA latency, eight loads per seven FMAs) or 10x1 on a 28-wide
+    one (eleven loads per ten FMAs). Three give a 4x3 tile (seven loads per twelve
+    FMAs), five a 2x5 one (``contraction.choose_tile``; seven per ten). Interleaved A/B
+    on a 2-core Zen 3, one thread, under load: ShuffleNet's 14x14 grouped conv (groups of
+    72) 0.79x the time, its 3-channel stem (24 outputs) 0.58x, its 28x28 and 14x14 ones
+    with groups of 40 0.57x and 0.75x; EfficientNet-Lite0's 24- and 40-channel convs
+    0.51-0.55x, its 1000-class matmul (40-wide panels, a 1x5 tile instead of 1x1) 0.79x."""
+    for width in (2 * lanes, 3 * lanes, 5 * lanes, lanes):
         if out_channels % width == 0:
             return width
     return None
