@@ -25,6 +25,14 @@ NONDETERMINISTIC = frozenset({
 })
 """Default-domain ops whose result differs between runs: never folded."""
 
+KEPT_QUANTIZED = frozenset({"DequantizeLinear"})
+"""Never folded: a DequantizeLinear of constant integer codes is how a QDQ model (from
+onnxruntime's ``quantize_static`` or optc's ``mixed-precision``) says "this weight is
+int8". Folded, it became a float32 constant and the code generator built float32
+kernels: an already-quantized ONNX compiled through the default pipeline lost every
+int8 kernel (``optc.codegen.quantized`` matches the DequantizeLinear feeding a Conv,
+Gemm or MatMul)."""
+
 DEFAULT_MAX_BYTES = 256 << 20
 
 
@@ -40,7 +48,8 @@ class FoldConstants(Pass):
     ``eliminate-dead-code``: params that only fed folded nodes are left in place.
 
     Folds ``Constant`` nodes and any node whose inputs are params or folded values,
-    except random ops (``RandomNormal``, ``Dropout``, ...), control flow (nodes with
+    except random ops (``RandomNormal``, ``Dropout``, ...), ``DequantizeLinear`` (the
+    int8 weights of a QDQ model stay int8: ``KEPT_QUANTIZED``), control flow (nodes with
     subgraphs), nodes producing graph outputs, ops the interpreter has no rule for,
     and results larger than ``max-bytes``.
 
@@ -142,6 +151,8 @@ def _agrees(dtype: str | None, shape: Shape, got: tuple[str, tuple[int, ...]]) -
 def _foldable(node: Node, constants: Mapping[str, np.ndarray],
               protected: frozenset[str]) -> bool:
     if node.domain in ("", "ai.onnx") and node.op in NONDETERMINISTIC:
+        return False
+    if node.domain in ("", "ai.onnx") and node.op in KEPT_QUANTIZED:
         return False
     if any(True for _ in node.subgraphs()):
         return False

@@ -406,11 +406,10 @@ def test_minilm_first_layer_seven_bit_codes_on_zen3(
     assert_close_to_onnxruntime(emitted, run_tvm(built, feeds), feeds, 0.03)
 
 
-def test_onnxruntime_quantize_static_model_runs_as_int8(digits: tuple, tmp_path: Path) -> None:
-    """onnxruntime's own QDQ model (every op quantized, int32 biases) lowers the same way."""
+def _ort_qdq(graph: optc.Graph, images: np.ndarray, folder: Path) -> Path:
+    """onnxruntime's static QDQ quantization of ``graph`` (per channel), calibrated on
+    the first 32 images."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-
-    graph, _, _, images = digits
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -419,17 +418,46 @@ def test_onnxruntime_quantize_static_model_runs_as_int8(digits: tuple, tmp_path:
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.items, None)
 
-    optc.save_onnx(graph, tmp_path / "fp32.onnx")
+    optc.save_onnx(graph, folder / "fp32.onnx")
     quantize_static(
-        str(tmp_path / "fp32.onnx"),
-        str(tmp_path / "qdq.onnx"),
+        str(folder / "fp32.onnx"),
+        str(folder / "qdq.onnx"),
         Reader(),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
     )
-    qdq = optc.load_onnx(tmp_path / "qdq.onnx")
+    return folder / "qdq.onnx"
+
+
+def test_onnxruntime_quantize_static_model_runs_as_int8(digits: tuple, tmp_path: Path) -> None:
+    """onnxruntime's own QDQ model (every op quantized, int32 biases) lowers the same way."""
+    graph, _, _, images = digits
+    qdq = optc.load_onnx(_ort_qdq(graph, images, tmp_path))
     built, mod = compile_and_capture(qdq)
     assert len(int8_contractions(mod)) == (3 if HOST_KERNEL else 4)  # float stem on x86
     for image in images[32:40]:
+        feeds = {"input": image[None]}
+        assert_close_to_onnxruntime(qdq, run_tvm(built, feeds), feeds, 0.02)
+
+
+def test_quantize_static_model_keeps_int8_kernels_through_the_default_pipeline(
+    digits: tuple, tmp_path: Path
+) -> None:
+    """``optc compile qdq.onnx`` runs the target's default pipeline first: its
+    fold-constants must leave the weights' DequantizeLinear nodes in place (folded, they
+    became float32 constants and every kernel was built in float32)."""
+    from optc.compiler.api import optimize
+    from optc.pipeline import parse_pipeline
+    from optc.target import get_target
+
+    graph, _, _, images = digits
+    path = _ort_qdq(graph, images, tmp_path)
+    qdq = optc.load_onnx(path)
+    pipeline = parse_pipeline(get_target("host").default_pipeline)
+    optimized = optimize(qdq, pipeline).graph
+    assert sum(node.op == "DequantizeLinear" for node in optimized.nodes) >= 4
+    built, mod = compile_and_capture(optimized)
+    assert len(int8_contractions(mod)) == (3 if HOST_KERNEL else 4)
+    for image in images[32:36]:
         feeds = {"input": image[None]}
         assert_close_to_onnxruntime(qdq, run_tvm(built, feeds), feeds, 0.02)
