@@ -344,3 +344,40 @@ def test_qdq_depthwise_on_float_vectors_is_exact(
     reference = conv_reference(shifted, w, stride, pad, channels)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got.astype(np.int64), reference)
+
+
+@pytest.mark.parametrize("zero", [0, 97])
+def test_depthwise_reads_a_quantize_as_float_codes_bit_for_bit(zero: int) -> None:
+    """A depthwise conv fed by ``quantize`` of a float value computes on that quantize's
+    rounded and clamped float result (``quantized._codes_as_float``): no uint8 round trip
+    in between, and bit for bit the result of the same conv on the uint8 codes."""
+    channels, size, scale = 24, 14, np.float32(0.05)
+    rng = np.random.default_rng(zero)
+    real = (rng.standard_normal((1, channels, size, size)) * 4).astype(np.float32)
+    _, w = operands(rng, (1, channels, size, size), (channels, 1, 3, 3))
+
+    def conv(data: relax.Expr) -> relax.Expr:
+        return relax.op.nn.conv2d(
+            relax.op.dequantize(data, relax.const(scale), relax.const(zero, "uint8"), axis=1),
+            relax.op.dequantize(
+                relax.const(w),
+                relax.const(np.ones(channels, np.float32)),
+                relax.const(np.zeros(channels, np.int8)),
+                axis=0,
+            ),
+            padding=1,
+            groups=channels,
+        )
+
+    def quantized(d: relax.Expr) -> relax.Expr:
+        return conv(relax.op.quantize(d, relax.const(scale), relax.const(zero, "uint8"),
+                                      axis=1, out_dtype="uint8"))
+
+    from_float, tir, _ = build(single_op(real, quantized), TARGET)
+    assert "uint8" not in tir  # the codes never go through uint8
+    # ONNX QuantizeLinear, as the lowering computes it: times the reciprocal, ties to even
+    codes = np.clip(np.round(real * (np.float32(1) / scale)) + zero, 0, 255).astype(np.uint8)
+    from_codes, _, _ = build(single_op(codes, conv), TARGET)
+    got = from_float["main"](tvm.runtime.tensor(real)).numpy()
+    want = from_codes["main"](tvm.runtime.tensor(codes)).numpy()
+    np.testing.assert_array_equal(got, want)

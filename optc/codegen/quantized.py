@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -258,9 +259,10 @@ class _LowerContractions(_Resolving):
         partial sum stays below 2^24, where float32 represents integers exactly: the
         float accumulator holds the int32 accumulator's value whatever the order of the
         additions. The conv then takes optc's vectorized float depthwise schedule and
-        the requantize is its fused epilogue. The ``astype`` to float32 is elementwise,
-        so operator fusion puts it in the producer's epilogue: the activation between
-        the producer and the depthwise conv is float32 in memory (integer values).
+        the requantize is its fused epilogue. The codes' float form is elementwise
+        (``_codes_as_float``), so operator fusion puts it in the producer's epilogue: the
+        activation between the producer and the depthwise conv is float32 in memory
+        (integer values).
         Reading it as uint8 instead moves 4x fewer bytes there but widens in the conv
         (LLVM shares the widening between overlapping taps: 36 ``vpmovzxbd`` +
         ``vcvtdq2ps`` per 106 FMAs, 144 channels 3x3) and measured no gain: EfficientNet-Lite0
@@ -274,7 +276,7 @@ class _LowerContractions(_Resolving):
         and 0.93x with znver3 code, bit for bit the same outputs (/tmp/helperC
         dw_e2e.py, 2026-12-06; not profiled further).
         Figures: ``optc.quant.latency.INT8_DEPTHWISE_*``."""
-        data = self.builder_.emit(relax.op.astype(act.data, "float32"))
+        data = self._codes_as_float(act.data)
         if act.zero and any(padding):  # pad with the zero point: conv(pad_0(xq - z), W)
             data = self.builder_.emit(relax.op.subtract(data, _scalar(float(act.zero), "float32")))
             act = dataclasses.replace(act, zero=0)
@@ -289,6 +291,32 @@ class _LowerContractions(_Resolving):
         )
         sums = weight.codes.astype(np.int64).sum(axis=(1, 2, 3))
         return self._rescale(call, acc, act, scale, sums, [1, -1, 1, 1])
+
+    def _codes_as_float(self, data: relax.Expr) -> relax.Expr:
+        """The activation's integer codes as float32 values. Where they come from a
+        per-tensor ``quantize`` of a float32 value, its rounded and clamped float result
+        itself (the same operations ``_ElementwiseQDQ`` lowers the quantize to), not
+        ``float32(uint8(q))``: the round trip through uint8 cost the producer's epilogue
+        a convert and two packs and this conv a widening per element (EfficientNet-Lite0
+        mixed / fp32 0.745 -> 0.718 on one thread, bit-identical outputs; a helper's
+        per-kernel profile, 2026-12-07)."""
+        found = self.resolve(data)
+        if _op_name(found) == "relax.quantize":
+            scale, zero = _const(found.args[1]), _const(found.args[2])
+            src, out_dtype = found.args[0], str(found.ty.dtype)
+            if (
+                scale is not None
+                and zero is not None
+                and scale.size == 1
+                and zero.size == 1
+                and out_dtype in _QRANGE
+                and str(src.ty.dtype) == "float32"
+            ):
+                return _quantized_codes(
+                    self.builder_.emit, src, float(scale.reshape(-1)[0]),
+                    float(zero.reshape(-1)[0]), _QRANGE[out_dtype], "float32",
+                )
+        return self.builder_.emit(relax.op.astype(data, "float32"))
 
     def _float_conv(self, call: relax.Call, act: IntActivation, weight: IntWeight) -> relax.Expr:
         """The QDQ conv computed in float32 on the dequantized operands, as the model says.
@@ -476,17 +504,27 @@ class _ElementwiseQDQ(_Resolving):
         # layer, where a 16-deep 1x1 conv does only 8 multiply-add instructions per output
         # vector. The quotient differs in its last bit at most, which moves a code only
         # where x / scale lies that close to a rounding tie.
-        q = emit(
-            relax.op.round(
-                emit(relax.op.multiply(src, _scalar(1.0 / float(scale.reshape(-1)[0]), fdtype)))
-            )
-        )
-        if z:
-            q = emit(relax.op.add(q, _scalar(z, fdtype)))
-        q = emit(
-            relax.op.minimum(emit(relax.op.maximum(q, _scalar(low, fdtype))), _scalar(high, fdtype))
-        )
+        q = _quantized_codes(emit, src, float(scale.reshape(-1)[0]), z, (low, high), fdtype)
         return relax.op.astype(q, out_dtype)
+
+
+def _quantized_codes(
+    emit: Callable[[relax.Expr], relax.Expr],
+    src: relax.Expr,
+    scale: float,
+    zero: float,
+    bounds: tuple[float, float],
+    fdtype: str,
+) -> relax.Expr:
+    """``saturate(round(src / scale) + zero)`` in ``fdtype``: the integer codes of ONNX
+    QuantizeLinear as float values (exact: integers below 2^24)."""
+    q = emit(relax.op.round(emit(relax.op.multiply(src, _scalar(1.0 / scale, fdtype)))))
+    if zero:
+        q = emit(relax.op.add(q, _scalar(zero, fdtype)))
+    low, high = bounds
+    return emit(
+        relax.op.minimum(emit(relax.op.maximum(q, _scalar(low, fdtype))), _scalar(high, fdtype))
+    )
 
 
 def _apply(mutator: relax.PyExprMutator, mod: tvm.IRModule) -> tvm.IRModule:
