@@ -10,6 +10,7 @@ after a pause and with one untimed call.
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -37,3 +38,42 @@ def interleaved_medians(runs: dict[str, Callable[[], Any]], repeat: int, warmup:
                 run()
                 samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+PAIRED_ROUNDS = 15
+PAIRED_CALLS = 10
+
+
+def paired_ratio(num: Callable[[], Any], den: Callable[[], Any],
+                 rounds: int = PAIRED_ROUNDS, calls: int = PAIRED_CALLS,
+                 seed: int = 0) -> float:
+    """``num``'s time over ``den``'s, for two builds run by the same thread pool (two
+    optc artifacts: every TVM library in a process shares one pool), as the median of
+    per-pair ratios: each pair is the two called back to back, in random order, so both
+    see the same load. Each round starts after ``SETTLE_S`` (another runtime's pool may
+    still be spinning: a TVM call 10 ms after an onnxruntime run measured 5–7x slower)
+    and one untimed call of each.
+
+    Why not ``interleaved_medians``' ratio of medians: its 5 rounds of 4 calls per
+    variant are ~5 load phases, taken >= 0.5 s apart; on this 2-vCPU VM the same
+    function timed under two names that way came out 0.62–1.39x, and two identical
+    ShuffleNet builds 0.99–1.16x on the quiet machine. Paired, 15 x 10: identical builds
+    0.984–1.014 in 31 of 31 comparisons under load, and a model run twice against once
+    2.001–2.010 (2026-12-07, a helper's experiments)."""
+    rng = random.Random(seed)
+    runs = {"num": num, "den": den}
+    ratios = []
+    for _ in range(rounds):
+        time.sleep(SETTLE_S)
+        num()
+        den()
+        for _ in range(calls):
+            order = ["num", "den"]
+            rng.shuffle(order)
+            took = {}
+            for name in order:
+                start = time.perf_counter()
+                runs[name]()
+                took[name] = time.perf_counter() - start
+            ratios.append(took["num"] / took["den"])
+    return statistics.median(ratios)
