@@ -95,11 +95,7 @@ def test_depthwise_prior_fits_dynamic_int8_better(
 def test_depthwise_prior_mode_trains_adapts_and_reloads(
     collected: dict[str, list[Labeled]], encoder: GraphEncoder, tmp_path: Path
 ) -> None:
-    train = {d: s[:60] for d, s in collected.items() if d in ("tvm-1t", "ort-1t")}
-    config = MetaConfig(hidden=8, iterations=5, prior="fitted-depthwise")
-    model = LearnedLatencyModel(pretrained=False, members=1, config=config, encoder=encoder).fit(
-        train
-    )
+    model = _tiny_model(collected, encoder, "fitted-depthwise")
     adapted = model.adapt(collected["ort-int8-1t"], k=10, device="ort-int8-1t")
     state = adapted.state
     assert state is not None and state.prior_weights is not None
@@ -154,11 +150,7 @@ def test_fitted_prior_ranks_eager_torch_better_than_roofline(
 def test_files_without_a_prior_keep_the_roofline(
     collected: dict[str, list[Labeled]], encoder: GraphEncoder, tmp_path: Path
 ) -> None:
-    train = {d: s[:60] for d, s in collected.items() if d in ("tvm-1t", "ort-1t")}
-    config = MetaConfig(hidden=8, iterations=5, prior="roofline")
-    model = LearnedLatencyModel(pretrained=False, members=1, config=config, encoder=encoder).fit(
-        train
-    )
+    model = _tiny_model(collected, encoder, "roofline")
     path = model.save(tmp_path / "old.pt")
     document = torch.load(path, weights_only=True)
     del document["config"]["prior"], document["prior_weights"]  # as format 1 files were
@@ -208,3 +200,13 @@ def test_dataset_devices_reads_the_fastest_run(encoder: GraphEncoder) -> None:
     assert sample.latency_s < rows[("ort-1t", sample.key)].latency_s
     with pytest.raises(UserInputError, match="median"):
         dataset_devices(DATASET, encoder, "p90")
+
+
+def _tiny_model(
+    collected: dict[str, list[Labeled]], encoder: GraphEncoder, prior: str
+) -> LearnedLatencyModel:
+    """A one-member model with the ``prior`` mode, trained briefly on two devices."""
+    train = {d: s[:60] for d, s in collected.items() if d in ("tvm-1t", "ort-1t")}
+    config = MetaConfig(hidden=8, iterations=5, prior=prior)
+    return LearnedLatencyModel(pretrained=False, members=1, config=config,
+                               encoder=encoder).fit(train)
