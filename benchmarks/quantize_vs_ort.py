@@ -73,7 +73,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from timing import SETTLE_S, interleaved_medians
+from timing import SETTLE_S, interleaved_medians, paired_ratio
 
 import optc
 from optc import zoo
@@ -313,6 +313,9 @@ def bench(case: Case, repeat: int, options: Options, work: Path,
                                       if k not in ("call", "run")}, "variant": name})
     for name, median in interleaved_medians(calls, repeat).items():
         row[f"{name}_s"] = median
+    # mixed / fp32: two optc builds, so paired calls (``timing.paired_ratio``); the ratio
+    # of the medians above, with onnxruntime's blocks between them, moved by up to ~15 %
+    row["mixed_vs_fp32"] = paired_ratio(calls["optc_mixed"], calls["optc_fp32"])
     reference = [variants["ort_fp32"](f) for f in case.eval_feeds]
     for name, run in variants.items():
         row[f"{name}_quality"] = case.quality([run(f) for f in case.eval_feeds], reference)
@@ -474,6 +477,7 @@ def print_rows(rows: list[dict[str, Any]], metric_names: dict[str, str],
                   f"{row[f'{variant}_s'] / row['ort_fp32_s']:13.2f}"
                   f"{kb}  "
                   f"{metric_names[row['model']]} {row[f'{variant}_quality']:.4f}")
+        print(f"{'':<19}optc mixed / optc fp32, paired calls: {row['mixed_vs_fp32']:.3f}")
         print(f"{'':<19}optc mixed / ORT int8 latency: "
               f"{row['optc_mixed_s'] / row['ort_int8_s']:.2f}; optc bits: {row['bits']}; "
               f"search {row['search_s']:.0f} s")
