@@ -94,6 +94,15 @@ def _op_name(expr: relax.Expr) -> str | None:
     return None
 
 
+def _per_tensor_qparams(call: relax.Call) -> tuple[float, float] | None:
+    """The one constant scale and zero point of a ``quantize`` / ``dequantize`` call, None
+    when they are not constants or are per channel."""
+    scale, zero = _const(call.args[1]), _const(call.args[2])
+    if scale is None or zero is None or scale.size != 1 or zero.size != 1:
+        return None
+    return float(scale.reshape(-1)[0]), float(zero.reshape(-1)[0])
+
+
 class _Resolving(relax.PyExprMutator):
     """Shared helpers: follow dataflow variables to their bound expressions."""
 
@@ -198,13 +207,12 @@ class _LowerContractions(_Resolving):
         expr = self.resolve(expr)
         if _op_name(expr) != "relax.dequantize" or str(expr.ty.dtype) != "float32":
             return None
-        data = expr.args[0]
-        scale, zero = _const(expr.args[1]), _const(expr.args[2])
-        if scale is None or zero is None or scale.size != 1 or zero.size != 1:
+        data, qparams = expr.args[0], _per_tensor_qparams(expr)
+        if qparams is None:
             return None
         if str(data.ty.dtype) not in _INT_ACTIVATIONS or _const(data) is not None:
             return None
-        return IntActivation(data, float(scale.reshape(-1)[0]), int(zero.reshape(-1)[0]))
+        return IntActivation(data, qparams[0], int(qparams[1]))
 
     def _conv2d(self, call: relax.Call) -> relax.Expr:
         attrs = call.attrs
@@ -302,19 +310,10 @@ class _LowerContractions(_Resolving):
         per-kernel profile, 2026-12-07)."""
         found = self.resolve(data)
         if _op_name(found) == "relax.quantize":
-            scale, zero = _const(found.args[1]), _const(found.args[2])
-            src, out_dtype = found.args[0], str(found.ty.dtype)
-            if (
-                scale is not None
-                and zero is not None
-                and scale.size == 1
-                and zero.size == 1
-                and out_dtype in _QRANGE
-                and str(src.ty.dtype) == "float32"
-            ):
+            qparams, src, out_dtype = _per_tensor_qparams(found), found.args[0], str(found.ty.dtype)
+            if qparams is not None and out_dtype in _QRANGE and str(src.ty.dtype) == "float32":
                 return _quantized_codes(
-                    self.builder_.emit, src, float(scale.reshape(-1)[0]),
-                    float(zero.reshape(-1)[0]), _QRANGE[out_dtype], "float32",
+                    self.builder_.emit, src, *qparams, _QRANGE[out_dtype], "float32"
                 )
         return self.builder_.emit(relax.op.astype(data, "float32"))
 
@@ -479,20 +478,20 @@ class _ElementwiseQDQ(_Resolving):
         name = _op_name(call)
         if name not in ("relax.quantize", "relax.dequantize"):
             return call
-        scale, zero = _const(call.args[1]), _const(call.args[2])
-        if scale is None or zero is None or scale.size != 1 or zero.size != 1:
+        qparams = _per_tensor_qparams(call)
+        if qparams is None:
             return call
         if _const(call.args[0]) is not None:
             return call  # a constant weight: FoldConstant folds it
         emit = self.builder_.emit
-        z = float(zero.reshape(-1)[0])
+        scale, z = qparams
         if name == "relax.dequantize":
             dtype = str(call.ty.dtype)
             shifted = emit(relax.op.astype(call.args[0], "int32"))
             if z:  # a ReLU's output has zero point 0: no subtract in the epilogue
                 shifted = emit(relax.op.subtract(shifted, _scalar(z, "int32")))
             real = emit(relax.op.astype(shifted, dtype))
-            return relax.op.multiply(real, _scalar(float(scale.reshape(-1)[0]), dtype))
+            return relax.op.multiply(real, _scalar(scale, dtype))
         out_dtype, src = str(call.ty.dtype), call.args[0]
         if out_dtype not in _QRANGE:
             return call
@@ -504,7 +503,7 @@ class _ElementwiseQDQ(_Resolving):
         # layer, where a 16-deep 1x1 conv does only 8 multiply-add instructions per output
         # vector. The quotient differs in its last bit at most, which moves a code only
         # where x / scale lies that close to a rounding tie.
-        q = _quantized_codes(emit, src, float(scale.reshape(-1)[0]), z, (low, high), fdtype)
+        q = _quantized_codes(emit, src, scale, z, (low, high), fdtype)
         return relax.op.astype(q, out_dtype)
 
 
