@@ -118,15 +118,8 @@ class Evaluator:
 
     def value_ranges(self, graph: Graph, names: list[str]) -> dict[str, tuple[float, float]]:
         """Min and max of each named value of ``graph`` over the calibration set."""
-        batched = symbolic_batch(graph)
-        low = dict.fromkeys(names, float("inf"))
-        high = dict.fromkeys(names, float("-inf"))
-        with torch.no_grad():
-            for _, feeds in self.chunks():
-                for name, tensor in self.forward(batched, feeds, outputs=names).items():
-                    low[name] = min(low[name], float(tensor.min()))
-                    high[name] = max(high[name], float(tensor.max()))
-        return {name: (low[name], high[name]) for name in names}
+        return {name: (float(low.min()), float(high.max()))
+                for name, (low, high) in self.channel_ranges(graph, names).items()}
 
     def channel_ranges(self, graph: Graph, names: list[str]
                        ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
