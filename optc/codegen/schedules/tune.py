@@ -432,15 +432,14 @@ def _confirm_in_context(
 ) -> list[Choice]:
     """``choices`` with the winners that are not faster inside the whole model dropped,
     and all of them dropped unless the whole model is faster (``tune_verify``)."""
-    winners = [c for c in choices if c.winner is not None]
-    if not winners:
+    if all(c.winner is None for c in choices):
         return choices
+    untuned = [c.without_winner() for c in choices]
     try:
         feeds = tune_verify.feeds_for(mod["main"])
     except ValueError as exc:  # symbolic shapes: cannot be run, so cannot be shown faster
         logger.warning("untuned schedules kept: the model cannot be timed (%s)", exc)
-        return [c.without_winner() for c in choices]
-    untuned = [c.without_winner() for c in choices]
+        return untuned
     try:
         return _check_in_context(mod, functions, target, choices, feeds, work_dir)
     except (RuntimeError, ValueError, TypeError) as exc:  # TVM's C++ errors arrive as these
