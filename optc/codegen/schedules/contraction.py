@@ -49,9 +49,6 @@ _MIN_ROWS = 4
 _FMA_CHAINS = 10
 # Row tiles are unrolled; beyond this the code size grows without gain.
 _MAX_ROWS = 16
-# A tile narrower than a cache line (``hw.CACHE_LINE_BYTES``) reads half of every weight
-# line it touches (8-lane floats: 32 of 64 bytes); the other half waits for the next
-# tile, often evicted by then.
 
 
 # Below this many multiply-adds (~20 us on one core) a parallel launch risks more than
@@ -139,6 +136,9 @@ def choose_tile(rows: int, cols: int, cpu: CpuInfo, dtype_bits: int, group: int 
             exact = rows % r == 0
             waste = (-rows) % r
             area = r * vectors
+            # A tile narrower than a cache line reads half of every weight line it
+            # touches (8-lane floats: 32 of 64 bytes); the other half waits for the next
+            # tile, often evicted by then.
             line = min(vectors * lanes * dtype_bits // 8, CACHE_LINE_BYTES)
             cycles = _tile_cycles(rows, r, vectors) * (span // lanes // vectors)
             # Prefer: enough rows, whole cache lines of weights, few FMA issue slots
