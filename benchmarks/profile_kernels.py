@@ -26,7 +26,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,9 +34,10 @@ from typing import Any
 
 import numpy as np
 import tvm
-from tvm import relax, tirx
+from tvm import tirx
 
 from optc.codegen import build
+from optc.codegen.kernel_clock import KernelClock
 from optc.codegen.relax_pipeline import cpu_schedule
 from optc.codegen.run import device_tensors
 from optc.compiler.api import optimize
@@ -45,8 +45,6 @@ from optc.compiler.checking import check_feeds
 from optc.frontend import load_onnx
 from optc.pipeline import parse_pipeline
 from optc.target import get_target
-
-_BUILTIN = "vm.builtin."
 
 
 @dataclass(frozen=True)
@@ -97,33 +95,11 @@ def recording_schedule(
 
 
 def time_kernels(
-    vm: relax.VirtualMachine, args: list[Any], repeat: int
+    clock: KernelClock, args: list[Any], repeat: int
 ) -> dict[str, tuple[float, int]]:
     """``name -> (median seconds per inference, calls per inference)`` over ``repeat`` runs."""
-    runs: list[dict[tuple[str, int], float]] = []
-    current: dict[tuple[str, int], float] = {}
-    started: list[float] = []
-    sites: dict[str, int] = defaultdict(int)
-
-    def instrument(_func: Any, symbol: str, before: bool, _ret: Any, *_args: Any) -> int:
-        if symbol.startswith(_BUILTIN):
-            return 0
-        if before:
-            started.append(time.perf_counter())
-            return 0
-        elapsed = time.perf_counter() - started.pop()
-        site = (symbol, sites[symbol])
-        sites[symbol] += 1
-        current[site] = elapsed
-        return 0
-
-    vm.set_instrument(tvm.runtime.convert(instrument))
-    for index in range(repeat + 1):
-        sites.clear()
-        current.clear()
-        vm["main"](*args)
-        if index:  # the first run warms caches and allocators
-            runs.append(dict(current))
+    clock.run(args)  # the first run warms caches and allocators
+    runs = [clock.run(args) for _ in range(repeat)]
     medians: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     for site in runs[0]:
@@ -143,11 +119,11 @@ def profile(
     # fuse=True: as optc builds with its own schedules (a custom hook turns it off).
     built = build(graph, target.tvm_target_dict, schedule=recording_schedule(seen), fuse=True)
     device = tvm.cpu(0)
-    vm = relax.VirtualMachine(built.executable, device)
+    clock = KernelClock(built.executable, device)
     if feeds is None:
         feeds = check_feeds(built.inputs)
     args = device_tensors(built.inputs, feeds, device)
-    times = time_kernels(vm, args, repeat)
+    times = time_kernels(clock, args, repeat)
     kernels = [
         KernelTime(
             name, seconds, calls, _times(kernel_flops(seen[name]), calls) if name in seen else None

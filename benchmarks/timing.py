@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from optc.codegen.paired import median_ratio, paired_calls
+
 ROUNDS = 5
 SETTLE_S = 0.5  # longer than the runtimes' spin-wait after a run (TVM: ~0.1-0.3 s)
 
@@ -61,19 +63,24 @@ def paired_ratio(num: Callable[[], Any], den: Callable[[], Any],
     0.984–1.014 in 31 of 31 comparisons under load, and a model run twice against once
     2.001–2.010 (2026-12-07, a helper's experiments)."""
     rng = random.Random(seed)
-    runs = {"num": num, "den": den}
-    ratios = []
+    num_s: list[float] = []
+    den_s: list[float] = []
     for _ in range(rounds):
         time.sleep(SETTLE_S)
         num()
         den()
-        for _ in range(calls):
-            order = ["num", "den"]
-            rng.shuffle(order)
-            took = {}
-            for name in order:
-                start = time.perf_counter()
-                runs[name]()
-                took[name] = time.perf_counter() - start
-            ratios.append(took["num"] / took["den"])
-    return statistics.median(ratios)
+        for took_num, took_den in paired_calls(_timed(num), _timed(den), calls, rng):
+            num_s.append(took_num)
+            den_s.append(took_den)
+    ratio = median_ratio(num_s, den_s)
+    assert ratio is not None  # rounds x calls >= 1 pairs
+    return ratio
+
+
+def _timed(run: Callable[[], Any]) -> Callable[[], float]:
+    def timed() -> float:
+        start = time.perf_counter()
+        run()
+        return time.perf_counter() - start
+
+    return timed

@@ -483,6 +483,9 @@ def _check_in_context(
             c.plan.task.task_name: {
                 "untuned_s": per_task["untuned"].kernel_median(c.plan.task.task_name),
                 "tuned_s": per_task["tuned"].kernel_median(c.plan.task.task_name),
+                "tuned_over_untuned": tune_verify.kernel_ratio(
+                    per_task["untuned"], per_task["tuned"], c.plan.task.task_name
+                ),
                 "won_alone": c.winner is not None,
                 "kept": c.plan.task.task_name in faster,
             }
@@ -492,6 +495,9 @@ def _check_in_context(
             "untuned": final["untuned"].model_median(),
             "tuned": final["tuned"].model_median() if faster else None,
         },
+        "model_tuned_over_untuned": (
+            tune_verify.model_ratio(final["untuned"], final["tuned"]) if faster else None
+        ),
         "tuned_model": model,
     }
     (work_dir / CONTEXT_LOG).write_text(json.dumps(log, indent=2))

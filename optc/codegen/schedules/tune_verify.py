@@ -15,59 +15,66 @@ decision is only as good as the conditions it was measured in, so the model is m
 as close to those of the kernels' decision as possible, in the same process, right after.
 
 So the tuner builds the whole model twice, with the untuned schedules and with the
-winners, times both in interleaved rounds (each round in the other order, so that a
-change of load or a warm cache favours neither), keeps a winner only where its own
-kernel is ``KERNEL_MARGIN`` faster in the model, and keeps the result only where the
-whole model is ``MODEL_MARGIN`` faster; otherwise every function gets its untuned
+winners, and times both by paired calls (``optc.codegen.paired``: the two builds run
+back to back in an order drawn at random, the ratio taken per pair, so that a change of
+load hits both sides of every ratio), keeps a winner only where the median per-pair
+ratio of its own kernel is ``KERNEL_MARGIN`` below 1, and keeps the result only where the
+whole model's is ``MODEL_MARGIN`` below 1; otherwise every function gets its untuned
 schedule. The decisions are pure functions of the measured times (``kept_in_context``,
-``model_is_faster``) so that they can be tested on real measurements.
+``model_is_faster``) so that they can be tested on real measurements. (Until
+2026-12-07 the decision compared medians of interleaved rounds, which measured two
+identical ShuffleNet builds 0.64x apart in one benchmark run.)
 
-Per-kernel times come from the Relax VM's instrument hook (``perf_counter`` around each
-kernel call, about a microsecond of overhead, the same in both builds); whole-model
-times from a second VM of the same executable without the hook.
+Per-kernel times come from the Relax VM's instrument hook (``optc.codegen.kernel_clock``);
+whole-model times from a second VM of the same executable without the hook.
 """
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import tvm
 from tvm import relax
 from tvm.s_tir import meta_schedule as ms
 
-CONTEXT_ROUNDS = 7
-"""Interleaved rounds of the in-context comparison (each: ``PROFILED_RUNS`` profiled
-runs and ``MODEL_RUNS`` whole-model runs of each build)."""
+from optc.codegen.kernel_clock import KernelClock, per_kernel
+from optc.codegen.paired import median_ratio, paired_calls
 
-PROFILED_RUNS = 3
-"""Profiled runs per build and round. One run's kernel times are single samples: under
-load, an unchanged kernel's median over 7 of them differed by 1.6x between two builds."""
+CONTEXT_ROUNDS = 10
+"""Rounds of the in-context comparison, each after a pause and a warm-up run of both
+builds (each: ``PROFILED_RUNS`` pairs of profiled runs, ``MODEL_RUNS`` pairs of
+whole-model runs)."""
 
-MODEL_RUNS = 5
-"""Whole-model runs per build and round."""
+PROFILED_RUNS = 4
+"""Pairs of profiled runs per round: a kernel's decision rests on ``CONTEXT_ROUNDS x
+PROFILED_RUNS`` per-pair ratios."""
+
+MODEL_RUNS = 6
+"""Pairs of whole-model runs per round."""
 
 KERNEL_MARGIN = 0.03
-"""A winner must make its kernel this much faster inside the model to be kept."""
+"""A winner's kernel must be this much faster inside the model (median per-pair ratio
+below ``1 - KERNEL_MARGIN``) to be kept."""
 
 MODEL_MARGIN = 0.02
 """The tuned model must be this much faster than untuned, else untuned is kept."""
 
 SETTLE_S = 0.2
-"""Pause before each build's block of runs: the other build's spinning worker threads
-(TVM's pool spins ~0.1 s after a parallel region) must not take the cores."""
-
-_BUILTIN = "vm.builtin."
+"""Pause before each round: the spinning worker threads of whatever ran before (TVM's
+pool spins ~0.1 s after a parallel region) must not take the cores."""
 
 
 @dataclass
 class Timings:
-    """One build's measurements: per kernel (symbol) the seconds of each profiled run,
-    all its call sites summed; and the whole model's seconds per run."""
+    """One build's measurements, index by index paired with the other build's: per
+    kernel (symbol) the seconds of each profiled run, all its call sites summed; and the
+    whole model's seconds per run. Sample ``i`` of one build and sample ``i`` of the
+    other were taken back to back."""
 
     kernels: dict[str, list[float]] = field(default_factory=dict)
     model: list[float] = field(default_factory=list)
@@ -91,25 +98,41 @@ def summed(timings: Timings, groups: Mapping[str, Iterable[str]]) -> Timings:
     return Timings(kernels, list(timings.model))
 
 
+def kernel_ratio(untuned: Timings, tuned: Timings, name: str) -> float | None:
+    """Median per-pair ratio of kernel ``name``'s time, tuned over untuned; None where
+    either build has no measurement of it."""
+    before, after = untuned.kernels.get(name), tuned.kernels.get(name)
+    if not before or not after:
+        return None
+    return median_ratio(after, before)
+
+
 def kept_in_context(
     untuned: Timings, tuned: Timings, candidates: Iterable[str], margin: float = KERNEL_MARGIN
 ) -> set[str]:
     """The ``candidates`` (kernel names whose tuned build uses a search winner) whose
-    median time in the tuned build is ``margin`` below their median in the untuned one.
-    A kernel missing from either build's measurements is not kept: unmeasured, it
-    cannot be shown to be faster."""
+    median per-pair time ratio, tuned over untuned, is ``margin`` below 1. A kernel
+    missing from either build's measurements is not kept: unmeasured, it cannot be
+    shown to be faster."""
     kept = set()
     for name in candidates:
-        before, after = untuned.kernel_median(name), tuned.kernel_median(name)
-        if before is not None and after is not None and after < before * (1 - margin):
+        ratio = kernel_ratio(untuned, tuned, name)
+        if ratio is not None and ratio < 1 - margin:
             kept.add(name)
     return kept
 
 
+def model_ratio(untuned: Timings, tuned: Timings) -> float | None:
+    """Median per-pair ratio of the whole model's time, tuned over untuned."""
+    if not untuned.model or not tuned.model:
+        return None
+    return median_ratio(tuned.model, untuned.model)
+
+
 def model_is_faster(untuned: Timings, tuned: Timings, margin: float = MODEL_MARGIN) -> bool:
-    """Whether the tuned model's median run is ``margin`` below the untuned one's."""
-    before, after = untuned.model_median(), tuned.model_median()
-    return before is not None and after is not None and after < before * (1 - margin)
+    """Whether the tuned model's median per-pair ratio to untuned is ``margin`` below 1."""
+    ratio = model_ratio(untuned, tuned)
+    return ratio is not None and ratio < 1 - margin
 
 
 def build_with(
@@ -150,26 +173,11 @@ class _Run:
         device = tvm.cpu(0)
         self.args = [tvm.runtime.tensor(x, device) for x in feeds]
         self.plain = relax.VirtualMachine(executable, device)
-        self.profiled = relax.VirtualMachine(executable, device)
-        self.current: dict[str, float] = {}
-        self._started: list[float] = []
-        self.profiled.set_instrument(tvm.runtime.convert(self._instrument))
-
-    def _instrument(self, _func: Any, symbol: str, before: bool, _ret: Any, *_args: Any) -> int:
-        if symbol.startswith(_BUILTIN):
-            return 0
-        if before:
-            self._started.append(time.perf_counter())
-        else:
-            elapsed = time.perf_counter() - self._started.pop()
-            self.current[symbol] = self.current.get(symbol, 0.0) + elapsed
-        return 0
+        self.clock = KernelClock(executable, device)
 
     def kernels(self) -> dict[str, float]:
         """Seconds per kernel (call sites summed) of one profiled run."""
-        self.current = {}
-        self.profiled["main"](*self.args)
-        return self.current
+        return per_kernel(self.clock.run(self.args))
 
     def model(self) -> float:
         started = time.perf_counter()
@@ -178,7 +186,7 @@ class _Run:
 
     def warm(self) -> None:
         self.plain["main"](*self.args)
-        self.profiled["main"](*self.args)
+        self.clock.run(self.args)
 
 
 def measure(
@@ -187,22 +195,27 @@ def measure(
     rounds: int = CONTEXT_ROUNDS,
     model_runs: int = MODEL_RUNS,
     profiled_runs: int = PROFILED_RUNS,
+    seed: int = 0,
 ) -> dict[str, Timings]:
-    """``Timings`` of each executable on ``feeds``, in ``rounds`` interleaved rounds, the
-    order of the builds reversed every other round: per kernel ``rounds x
-    profiled_runs`` samples, per model ``rounds x model_runs``."""
-    runs = {name: _Run(exe, feeds) for name, exe in executables.items()}
-    for run in runs.values():
-        run.warm()
-    timings = {name: Timings() for name in runs}
-    order = list(runs)
-    for index in range(rounds):
-        for name in order if index % 2 == 0 else reversed(order):
-            run, found = runs[name], timings[name]
-            time.sleep(SETTLE_S)
-            run.warm()  # wakes the thread pool and brings this build's weights back to cache
-            for _ in range(profiled_runs):
-                for symbol, seconds in run.kernels().items():
-                    found.kernels.setdefault(symbol, []).append(seconds)
-            found.model.extend(run.model() for _ in range(model_runs))
-    return timings
+    """``Timings`` of two executables on ``feeds``, paired: in each of ``rounds`` rounds
+    (after a pause and a warm-up run of both) ``profiled_runs`` pairs of profiled runs and
+    ``model_runs`` pairs of whole-model runs, each pair back to back in random order.
+    A kernel that one run of a pair did not call is left out of that pair."""
+    if len(executables) != 2:
+        raise ValueError(f"paired timing compares two builds, not {len(executables)}")
+    (name_a, exe_a), (name_b, exe_b) = executables.items()
+    a, b = _Run(exe_a, feeds), _Run(exe_b, feeds)
+    found_a, found_b = Timings(), Timings()
+    rng = random.Random(seed)
+    for _ in range(rounds):
+        time.sleep(SETTLE_S)
+        a.warm()  # wakes the thread pool and brings each build's weights back to cache
+        b.warm()
+        for kernels_a, kernels_b in paired_calls(a.kernels, b.kernels, profiled_runs, rng):
+            for symbol in kernels_a.keys() & kernels_b.keys():
+                found_a.kernels.setdefault(symbol, []).append(kernels_a[symbol])
+                found_b.kernels.setdefault(symbol, []).append(kernels_b[symbol])
+        for model_a, model_b in paired_calls(a.model, b.model, model_runs, rng):
+            found_a.model.append(model_a)
+            found_b.model.append(model_b)
+    return {name_a: found_a, name_b: found_b}
