@@ -14,6 +14,9 @@
 
     python benchmarks/latency_predictor.py                      # both parts
     python benchmarks/latency_predictor.py --draws 3 --members 2 --json out.json
+    # the same split over processes (each device's fold is independent), then merged:
+    python benchmarks/latency_predictor.py --held-out tvm-1t,tvm-2t --skip-host --json a.json
+    python benchmarks/latency_predictor.py --merge a.json b.json ...
 
 Slow parts are cached per user: graph features and host-roofline figures per graph.
 """
@@ -140,9 +143,23 @@ def main() -> None:
         help="Train and score on the median (latency_s) or fastest run (min_s).",
     )
     parser.add_argument("--skip-lodo", action="store_true")
+    parser.add_argument("--skip-host", action="store_true")
+    parser.add_argument(
+        "--held-out",
+        default="",
+        metavar="DEVICES",
+        help="Comma-separated devices to hold out (default: every one); a run split over "
+        "processes, its --json files merged by --merge.",
+    )
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="Print the table of these --json files only."
+    )
     parser.add_argument("--json", type=Path, help="Write every score here.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.merge:
+        print(table([Score(**s) for path in args.merge for s in json.loads(path.read_text())]))
+        return
     torch.set_num_threads(1)  # tiny matrices: threads cost more than they give
     config = dataclasses.replace(
         MetaConfig(), iterations=args.iterations, bound=args.bound, prior=args.prior
@@ -164,8 +181,9 @@ def main() -> None:
             members=args.members,
             config=config,
             encoder=encoder,
+            held_out=[d for d in args.held_out.split(",") if d] or None,
         )
-    if args.host.is_file():
+    if args.host.is_file() and not args.skip_host:
         real_devices = dataset_devices(args.host, encoder, args.latency)
         roofline.update(host_roofline(real_devices))
         real = device_rows(real_devices, encoder, roofline=lambda s: roofline[s.key])

@@ -18,7 +18,7 @@ from it (model files from before the fitted prior correct the plain roofline).
 - ``save(path)`` / ``LearnedLatencyModel(path)``.
 
 Samples are (graph or ONNX path, seconds) pairs or ``optc.latency`` dataset rows.
-``LearnedLatencyModel()`` loads the model shipped with optc (``data/learned_v1.pt``),
+``LearnedLatencyModel()`` loads the model shipped with optc (``data/learned_v2.pt``),
 meta-trained on optc's dataset and adapted to the host's TVM builds at two threads;
 ``LearnedLatencyModel(pretrained=False)`` is an untrained one, to ``fit``.
 """
@@ -49,7 +49,7 @@ from optc.errors import UserInputError
 from optc.ir.graph import Graph
 from optc.target import Target
 
-DEFAULT_MODEL = Path(__file__).parent / "data" / "learned_v1.pt"
+DEFAULT_MODEL = Path(__file__).parent / "data" / "learned_v2.pt"
 STD_FLOOR = 0.05
 """Features nearly constant in training are scaled by at least this much..."""
 CLIP = 4.0

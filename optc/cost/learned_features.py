@@ -6,7 +6,10 @@ rule table's FLOPs and bytes per op class, kernel and node counts, where the roo
 says time goes (compute, memory, launches), dtype and convolution shape statistics,
 and the roofline's own predicted latency. That prediction is the *prior*: the learned
 part predicts ``ln(latency) - ln(prior)``. The nominal target keeps the features equal
-on every machine, so a model trained here means the same elsewhere.
+on every machine, so a model trained here means the same elsewhere. Since v2 the
+roofline's node times are also split by the shapes a vectorized, register-tiled
+schedule is sensitive to (``SCHEDULE_NAMES``: channel widths, kernel sizes, output
+widths, depthwise, matrix-vector and attention products, calls per op family).
 
 Vectors are cached by ``Graph.structural_hash()`` per encoder: a search scoring many
 candidates prices each distinct graph once.
@@ -14,23 +17,27 @@ candidates prices each distinct graph once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from optc.cost.record import Breakdown, Cost, NodeCost
 from optc.cost.roofline import RooflineModel
+from optc.cost.shapes import complete_shapes
 from optc.ir.graph import Graph, Node
 from optc.target import Target, load_target_file
 
 log = logging.getLogger(__name__)
 
-ENCODER_VERSION = 1
-"""Bumped whenever a feature changes: a model file records the version it was fit with."""
+ENCODER_VERSION = 2
+"""Bumped whenever a feature changes: a model file records the version it was fit with.
+v2 appended ``SCHEDULE_NAMES`` (v1's 56 features keep their places)."""
 ENCODER_TARGET = Path(__file__).parent / "data" / "learned-encoder-cpu.toml"
 OP_CLASSES = ("conv", "matmul", "elementwise", "norm", "pool", "reduce", "softmax", "data", "other")
 _GLOBAL = (
@@ -55,8 +62,58 @@ _GLOBAL = (
     "ln_conv_kernel_area",
     "ln_mean_kernel_flops",
 )
-FEATURE_NAMES: tuple[str, ...] = _GLOBAL + tuple(
-    f"{stat}_{cls}" for cls in OP_CLASSES for stat in ("ln_mflops", "ln_kbytes", "share", "ln_n")
+SCHEDULE_NAMES = (
+    # Dense convolutions: shares of the nominal roofline time by the shape properties
+    # a vectorized, register-tiled schedule is sensitive to.
+    "share_conv_cout_le16",  # one or two SIMD vectors of output channels per tile
+    "share_conv_cout_le32",
+    "share_conv_cin_le16",  # a short reduction per output
+    "share_conv_cin_le4",  # the RGB stem
+    "share_conv_k1",
+    "share_conv_k3",
+    "share_conv_k5up",
+    "share_conv_narrow_k5up",  # 5x5 / 7x7 with 32 or fewer channels in or out
+    "share_conv_wout_lt8",  # fewer output columns than a register tile has rows
+    "share_conv_wout_ge32",
+    "share_conv_strided",
+    # Depthwise convolutions (a schedule and an efficiency of their own).
+    "share_dw",
+    "share_dw_k5up",
+    "share_dw_wout_lt8",
+    "share_dw_strided",
+    "ln_dw_channels",
+    "ln_n_dw",
+    # Dense convolution geometry, FLOP-weighted means of logs.
+    "ln_conv_cout",
+    "ln_conv_cin",
+    "ln_conv_wout",
+    "ln_conv_kernel_area_flops",  # v1's ln_conv_kernel_area is the unweighted mean
+    "ln_n_dense_conv",
+    # MatMul / Gemm: matrix-vector products (memory-bound), products of two computed
+    # tensors (attention), and the FLOP-weighted geometry.
+    "share_matmul_gemv",
+    "share_matmul_activations",
+    "ln_matmul_rows",
+    "ln_matmul_cols",
+    "ln_matmul_depth",
+    "ln_n_matmul_ops",  # MatMul / Gemm nodes (v1's ln_n_matmul: the matmul class's rows)
+    # Calls per op family: small models are dominated by per-op overheads, and runtimes
+    # differ in which ops they fuse away.
+    "ln_n_elementwise_ops",
+    "ln_n_shape_ops",
+    "ln_n_norm_ops",
+    "ln_n_ops",
+)
+"""The schedule-aware features (encoder v2): what a schedule does with a shape, which
+FLOPs and bytes alone do not say (``schedule_features``)."""
+FEATURE_NAMES: tuple[str, ...] = (
+    _GLOBAL
+    + tuple(
+        f"{stat}_{cls}"
+        for cls in OP_CLASSES
+        for stat in ("ln_mflops", "ln_kbytes", "share", "ln_n")
+    )
+    + SCHEDULE_NAMES
 )
 PRIOR_INDEX = 0  # FEATURE_NAMES[0] is ln(prior latency)
 PACKAGED_FEATURES = Path(__file__).parent / "data" / f"learned_features_v{ENCODER_VERSION}.npz"
@@ -195,7 +252,157 @@ def features(graph: Graph, breakdown: Breakdown) -> np.ndarray:
             sum(r.latency_s for r in mine) / prior,
             math.log1p(len(mine)),
         ]
-    return np.asarray(glob + per_class, dtype=np.float64)
+    return np.asarray(glob + per_class + schedule_features(graph, rows, prior), dtype=np.float64)
+
+
+_ELEMENTWISE_OPS = frozenset(
+    ("Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Relu", "Clip", "Sigmoid", "HardSwish", "Erf",
+     "Tanh", "Sum", "Where")
+)
+_SHAPE_OPS = frozenset(
+    ("Reshape", "Transpose", "Concat", "Split", "Slice", "Gather", "Shape", "Unsqueeze",
+     "Squeeze", "Flatten", "Expand", "Cast", "Pad")
+)
+_NORM_OPS = frozenset(("LayerNormalization", "BatchNormalization", "ReduceMean"))
+_FREE_OPS = frozenset(("Constant", "Identity", "Dropout"))  # no work at run time
+
+
+@dataclasses.dataclass(frozen=True)
+class _Conv:
+    cin: int
+    cout: int
+    group: int
+    kernel: int  # the larger kernel side
+    stride: int
+    wout: int
+    time: float  # the roofline row's seconds
+    flops: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _MatMul:
+    rows: int  # output rows (all but the last output axis)
+    cols: int
+    depth: int
+    constant: bool  # the right operand is a weight
+    time: float
+    flops: float
+
+
+def schedule_features(graph: Graph, rows: list[NodeCost], prior: float) -> list[float]:
+    """``SCHEDULE_NAMES`` of ``graph``: convolution and MatMul shapes weighted by their
+    roofline time or FLOPs, and op counts per family. The data behind them
+    (``docs/latency-dataset.md``): with v1's features alone, an oracle fitted on every row
+    of a device left narrow 5x5 / 7x7 CNNs 2-7x slower than predicted on TVM."""
+    sized = complete_shapes(graph)  # exporters leave some shapes to run time
+    nodes = {n.name: n for n in sized.nodes}
+    convs: list[_Conv] = []
+    matmuls: list[_MatMul] = []
+    for row in rows:
+        node = nodes.get(row.name)
+        if node is None:
+            continue
+        if node.op == "Conv":
+            conv = _conv(sized, node, row)
+            if conv is not None:
+                convs.append(conv)
+        elif node.op in ("MatMul", "Gemm"):
+            matmul = _matmul(sized, node, row)
+            if matmul is not None:
+                matmuls.append(matmul)
+    dense = [c for c in convs if c.group == 1]
+    depthwise = [c for c in convs if c.group > 1]
+
+    def share(items: Iterable[_Conv] | Iterable[_MatMul]) -> float:
+        return sum(i.time for i in items) / prior
+
+    def mean_log(items: list[Any], value: Callable[[Any], float]) -> float:
+        total = sum(i.flops for i in items)
+        return sum(i.flops * math.log(max(value(i), 1)) for i in items) / total if total else 0.0
+
+    ops = sized.op_histogram()
+    return [
+        share(c for c in dense if c.cout <= 16),
+        share(c for c in dense if c.cout <= 32),
+        share(c for c in dense if c.cin <= 16),
+        share(c for c in dense if c.cin <= 4),
+        share(c for c in dense if c.kernel == 1),
+        share(c for c in dense if c.kernel == 3),
+        share(c for c in dense if c.kernel >= 5),
+        share(c for c in dense if c.kernel >= 5 and min(c.cin, c.cout) <= 32),
+        share(c for c in dense if c.wout < 8),
+        share(c for c in dense if c.wout >= 32),
+        share(c for c in dense if c.stride > 1),
+        share(depthwise),
+        share(c for c in depthwise if c.kernel >= 5),
+        share(c for c in depthwise if c.wout < 8),
+        share(c for c in depthwise if c.stride > 1),
+        mean_log(depthwise, lambda c: c.cout),
+        math.log1p(len(depthwise)),
+        mean_log(dense, lambda c: c.cout),
+        mean_log(dense, lambda c: c.cin),
+        mean_log(dense, lambda c: c.wout),
+        mean_log(dense, lambda c: c.kernel**2),
+        math.log1p(len(dense)),
+        share(m for m in matmuls if m.rows < 8),
+        share(m for m in matmuls if not m.constant),
+        mean_log(matmuls, lambda m: m.rows),
+        mean_log(matmuls, lambda m: m.cols),
+        mean_log(matmuls, lambda m: m.depth),
+        math.log1p(len(matmuls)),
+        math.log1p(sum(n for op, n in ops.items() if op in _ELEMENTWISE_OPS)),
+        math.log1p(sum(n for op, n in ops.items() if op in _SHAPE_OPS)),
+        math.log1p(sum(n for op, n in ops.items() if op in _NORM_OPS)),
+        math.log1p(sum(n for op, n in ops.items() if op not in _FREE_OPS)),
+    ]
+
+
+def _dim(value: Any) -> int:
+    """A static size, or 1 for a symbolic one (the feature then describes less)."""
+    return value if isinstance(value, int) and value > 0 else 1
+
+
+def _shape(graph: Graph, name: str) -> tuple[int, ...] | None:
+    if not graph.has_value(name):
+        return None
+    shape = graph.value(name).shape
+    return None if shape is None else tuple(_dim(d) for d in shape)
+
+
+def _conv(graph: Graph, node: Node, row: NodeCost) -> _Conv | None:
+    weight = _shape(graph, node.inputs[1]) if len(node.inputs) > 1 else None
+    out = node.outputs[0].shape if node.outputs else None
+    if weight is None or len(weight) < 3 or not out:
+        return None
+    group = int(node.attrs.get("group", 1))
+    strides = node.attrs.get("strides") or (1,)
+    return _Conv(
+        cin=weight[1] * group,
+        cout=weight[0],
+        group=group,
+        kernel=max(weight[2:]),
+        stride=int(max(strides)),
+        wout=_dim(out[-1]) if len(out) > 2 else 1,
+        time=row.latency_s,
+        flops=row.flops,
+    )
+
+
+def _matmul(graph: Graph, node: Node, row: NodeCost) -> _MatMul | None:
+    left = _shape(graph, node.inputs[0])
+    out = node.outputs[0].shape if node.outputs else None
+    if not left or not out:
+        return None
+    dims = [_dim(d) for d in out]
+    transposed = node.op == "Gemm" and int(node.attrs.get("transA", 0))
+    return _MatMul(
+        rows=math.prod(dims[:-1]) if len(dims) > 1 else 1,
+        cols=dims[-1],
+        depth=left[-2] if transposed and len(left) > 1 else left[-1],
+        constant=node.inputs[1] in graph.params,
+        time=row.latency_s,
+        flops=row.flops,
+    )
 
 
 PRESENT_SHARE = 0.05
