@@ -14,6 +14,28 @@ PARALLEL_MIN_CHUNKS = 64
 # Narrower vectors than this do not pay for splitting an axis by its index period.
 _MIN_NARROW_LANES = 4
 _IF_THEN_ELSE = ir.Op.get("prim.if_then_else")
+# The op of Relax ``round`` (ONNX QuantizeLinear's round half to even), in every requantize.
+NEARBYINT = "tirx.nearbyint"
+
+
+def vectorizable_nearbyint(enabled: bool = True, level: int = 10) -> None:
+    """Let TVM's ``VectorizeLoop`` widen ``nearbyint`` (``enabled``; ``level``: TVM's
+    registration level, a higher one overrides).
+
+    TVM 0.27 marks ``round``, ``floor``, ``exp`` ... ``TVectorizable`` but not
+    ``nearbyint``: a vectorized loop containing one is turned back into a scalar loop
+    (``ax_s``), and LLVM's SLP vectorizer rebuilds vectors only where it can (one
+    EfficientNet-Lite0 requantize epilogue: 16 of 48 outputs vectorized, the other 32
+    a scalar ``vroundss`` / ``vcvttss2si`` / byte store each, Zen 3, two threads).
+    LLVM lowers ``llvm.nearbyint`` on vectors to ``vroundps $12`` (round to nearest
+    even under the default MXCSR, as ONNX's QuantizeLinear rounds); other backends
+    get vector ``nearbyint`` calls as they get vector ``round`` and ``exp`` calls."""
+    op = ir.Op.get(NEARBYINT)
+    if bool(op.get_attr("TVectorizable")) != enabled:
+        ir.register_op_attr(NEARBYINT, "TVectorizable", enabled, level=level)
+
+
+vectorizable_nearbyint()
 
 
 def extent(sch: s_tir.Schedule, loop: LoopRV) -> int | None:
