@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -106,6 +107,10 @@ def _per_tensor_qparams(call: relax.Call) -> tuple[float, float] | None:
 class _Resolving(relax.PyExprMutator):
     """Shared helpers: follow dataflow variables to their bound expressions."""
 
+    def __init__(self, mod: tvm.IRModule) -> None:
+        super().__init__(mod)
+        self.mod = mod
+
     def resolve(self, expr: relax.Expr) -> relax.Expr:
         while isinstance(expr, relax.Var):
             bound = self.lookup_binding(expr)
@@ -113,6 +118,77 @@ class _Resolving(relax.PyExprMutator):
                 break
             expr = bound
         return expr
+
+    def scalar(self, expr: relax.Expr) -> float | None:
+        """The value of a constant scalar: a constant, or the ONNX importer's Clip bound
+        ``where(isnan(c), -inf | inf, c)``."""
+        expr = self.resolve(expr)
+        value = _const(expr)
+        if value is not None:
+            return float(value.reshape(-1)[0]) if value.size == 1 else None
+        if _op_name(expr) == "relax.where":
+            cond = self.resolve(expr.args[0])
+            if _op_name(cond) == "relax.isnan":
+                tested = self.scalar(cond.args[0])
+                if tested is not None:
+                    return self.scalar(expr.args[1] if math.isnan(tested) else expr.args[2])
+        return None
+
+    def unclipped(self, expr: relax.Expr) -> tuple[relax.Expr, float, float]:
+        """``expr`` as ``clip(x, low, high)``: ``x`` under the ReLU / Clip ops with
+        constant bounds that produce ``expr`` (the importer's ``call_tir`` maximum /
+        minimum included), and the bounds (infinite where none)."""
+        low, high = -math.inf, math.inf
+        while True:
+            found = self.resolve(expr)
+            if _op_name(found) == "relax.call_tir":
+                from optc.codegen.schedules.lift import lift_call_tir
+
+                lifted = lift_call_tir(found, self.mod)
+                found = found if lifted is None else lifted
+            name = _op_name(found)
+            if name == "relax.nn.relu":
+                bounds = (0.0, math.inf)
+            elif name in ("relax.maximum", "relax.minimum"):
+                bound = self.scalar(found.args[1])
+                if bound is None or math.isnan(bound):
+                    break
+                bounds = (bound, math.inf) if name == "relax.maximum" else (-math.inf, bound)
+            else:
+                break
+            # clip(clip(x, inner), outer) == clip(x, inner & outer) while they overlap
+            if max(low, bounds[0]) > min(high, bounds[1]):
+                break
+            low, high = max(low, bounds[0]), min(high, bounds[1])
+            expr = found.args[0]
+        return expr, low, high
+
+    def codes(
+        self, src: relax.Expr, scale: float, zero: float, out_dtype: str, fdtype: str
+    ) -> relax.Expr:
+        """``quantize(src, scale, zero)``'s integer codes as ``fdtype`` values
+        (``_quantized_codes``), a ReLU / Clip that produces ``src`` folded into the
+        codes' clamp.
+
+        ``g(x) = round(x * (1 / scale)) + zero`` is monotonic (a rounded float product
+        by a positive constant, round, an exact integer add), so ``clamp(g(clip(x, a,
+        b)), lo, hi) == clamp(g(x), max(lo, g(a)), min(hi, g(b)))`` bit for bit: the
+        ReLU6 before an activation quantize (every EfficientNet-Lite block, twice) costs
+        no max / min of its own in the epilogue. Bounds are evaluated with float32
+        numpy, which rounds the product as the kernel does."""
+        low, high = _QRANGE[out_dtype]
+        if fdtype == "float32":
+            inner, clip_low, clip_high = self.unclipped(src)
+            reciprocal = np.float32(1.0 / scale)
+            with np.errstate(over="ignore", invalid="ignore"):
+                code_low, code_high = (
+                    float(np.round(np.float32(b) * reciprocal)) + zero
+                    for b in (clip_low, clip_high)
+                )
+            folded = (max(low, code_low), min(high, code_high))
+            if inner is not src and folded[0] <= folded[1]:
+                src, (low, high) = inner, folded
+        return _quantized_codes(self.builder_.emit, src, scale, zero, (low, high), fdtype)
 
 
 @relax.expr_functor.mutator
@@ -128,7 +204,6 @@ class _LowerContractions(_Resolving):
         float_depthwise: bool = False,
     ) -> None:
         super().__init__(mod)
-        self.mod = mod
         self.widen_fp16 = widen_fp16
         self.float_stem = float_stem
         self.float_depthwise = float_depthwise
@@ -312,9 +387,7 @@ class _LowerContractions(_Resolving):
         if _op_name(found) == "relax.quantize":
             qparams, src, out_dtype = _per_tensor_qparams(found), found.args[0], str(found.ty.dtype)
             if qparams is not None and out_dtype in _QRANGE and str(src.ty.dtype) == "float32":
-                return _quantized_codes(
-                    self.builder_.emit, src, *qparams, _QRANGE[out_dtype], "float32"
-                )
+                return self.codes(src, *qparams, out_dtype, "float32")
         return self.builder_.emit(relax.op.astype(data, "float32"))
 
     def _float_conv(self, call: relax.Call, act: IntActivation, weight: IntWeight) -> relax.Expr:
@@ -496,15 +569,13 @@ class _ElementwiseQDQ(_Resolving):
         if out_dtype not in _QRANGE:
             return call
         fdtype = str(src.ty.dtype)
-        low, high = _QRANGE[out_dtype]
         # ONNX QuantizeLinear: saturate(round(x / scale) + zero_point), ties to even. The
         # division is a multiply by the reciprocal: a vector divide has ~7x a multiply's
         # reciprocal throughput (Zen 3: 3.5 vs 0.5 cycles), in the epilogue of every int8
         # layer, where a 16-deep 1x1 conv does only 8 multiply-add instructions per output
         # vector. The quotient differs in its last bit at most, which moves a code only
         # where x / scale lies that close to a rounding tie.
-        q = _quantized_codes(emit, src, scale, z, (low, high), fdtype)
-        return relax.op.astype(q, out_dtype)
+        return relax.op.astype(self.codes(src, scale, z, out_dtype, fdtype), out_dtype)
 
 
 def _quantized_codes(
