@@ -88,7 +88,7 @@ def _loads(expr: Any) -> list[Any]:
         return [expr]
     if isinstance(expr, tvm.tirx.Cast | tvm.tirx.Broadcast):
         return _loads(expr.value)
-    if isinstance(expr, tvm.tirx.Mul):
+    if isinstance(expr, tvm.tirx.Mul | tvm.tirx.Add):  # Add: two vpmaddubsw added in int16
         return _loads(expr.a) + _loads(expr.b)
     if isinstance(expr, tvm.ir.Call):
         return [load for arg in expr.args for load in _loads(arg)]
@@ -128,6 +128,8 @@ def contractions(mod: Any) -> dict[str, tuple[str, tuple[str, ...], bool]]:
             if not (isinstance(acc, tvm.ir.TensorLoad) and acc.source.same_as(stmt.buffer)):
                 continue
             operands = tuple(str(load.source.dtype) for load in _loads(product))
+            if len(operands) == 4 and operands[:2] == operands[2:]:
+                operands = operands[:2]  # vnni.PMADDUBSW_PAIRS reads both operands twice
             if len(operands) == 2:  # acc + vpmaddwd(a, b) (AVX2) is a vector instruction
                 found[gvar.name_hint] = (
                     str(stmt.buffer.dtype),

@@ -22,11 +22,19 @@ from tvm import relax  # noqa: E402
 
 from optc.codegen.host_cpu import cpu_flags, host_target, host_triple  # noqa: E402
 from optc.codegen.relax_pipeline import default_schedule, relax_pipeline  # noqa: E402
-from optc.codegen.schedules.vnni import AVX2, PMADDUBSW, VNNI, DotKernel  # noqa: E402
+from optc.codegen.schedules.vnni import (  # noqa: E402
+    AVX2,
+    PMADDUBSW,
+    PMADDUBSW_PAIRS,
+    VNNI,
+    DotKernel,
+)
 from optc.codegen.schedules.vnni_pack import dot_kernels  # noqa: E402
 
 TARGET = tvm.target.Target(host_target())
-INSTRUCTION = {VNNI: "vpdpbusd", AVX2: "pmadd.wd", PMADDUBSW: "pmadd.ub.sw"}
+INSTRUCTION = {
+    VNNI: "vpdpbusd", AVX2: "pmadd.wd", PMADDUBSW: "pmadd.ub.sw", PMADDUBSW_PAIRS: "pmadd.ub.sw"
+}
 # x86 with AVX2 and without AVX-512 VNNI: the target of the vpmaddubsw kernel.
 ZEN3 = tvm.target.Target(
     {"kind": "llvm", "mtriple": host_triple(), "mcpu": "znver3", "num-cores": 2}

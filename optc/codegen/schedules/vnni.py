@@ -36,6 +36,16 @@ a weight gets is decided from its codes (``vnni_pack``). Per kernel against optc
 float32 code on a Zen 3 target: 0.24-0.82x (``vpmaddwd``: 0.62-0.90x; the shapes and
 figures are in ``optc.quant.latency``).
 
+For weights whose codes all lie in [-32, 32] (``optc.quant``'s 6-bit ``w6a8``) and K a
+multiple of 8, ``PMADDUBSW_PAIRS`` adds the int16 results of two ``vpmaddubsw`` (two
+K-groups) with ``vpaddw`` before ONE ``vpmaddwd``: 64 multiply-adds per five vector
+instructions instead of six (4 x 255 x 32 = 32640 fits int16: exact). Its weight is the
+same bytes viewed as ``Wp[N/8, K/8, 2, 8, 4]`` (the extra axis is what tells the
+schedule which kernel a packed weight is for). Zen 3 is bound by its four vector pipes
+here rather than by the two multiply pipes, so the gain is 5/6 of the instructions, not
+3/4 of the multiplies: per kernel 0.89-1.0x the 7-bit kernel's time (MiniLM's matmuls
+0.89-0.96x, paired, 2 threads, under load; ``optc.quant.latency.PAIRS_VS_PMADDUBSW``).
+
 A contraction that does not read such a packed weight is left to ``contraction.py``.
 """
 
@@ -172,11 +182,83 @@ def _dot4_pmaddubsw(
         )
 
 
+PAIRS_INTRIN = "optc_dot_8x8_pmaddubsw_pairs_local"
+
+
+def _pairs_desc() -> tirx.PrimFunc:
+    """What ``_dot8_pmaddubsw_pairs`` computes: 8 int32 accumulators, each adding 8
+    uint8 x int8 products, the weight tile stored as two 8 x 4 halves (``b[k // 4, i,
+    k % 4]``: each half is one ``vpmaddubsw`` operand, as ``PMADDUBSW`` packs it)."""
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        a: T.Buffer((8,), "uint8", offset_factor=1),
+        b: T.Buffer((2, 8, 4), "int8", offset_factor=1),
+        c: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:8], a[0:8], b[0:2, 0:8, 0:4])
+            T.writes(c[0:8])
+            for i in T.serial(0, 8):
+                for k in T.serial(0, 8):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(
+                            b[vk // 4, vi, vk % 4], "int32"
+                        )
+
+    return desc
+
+
+@T.prim_func(s_tir=True)
+def _dot8_pmaddubsw_pairs(
+    a: T.Buffer((8,), "uint8", offset_factor=1),
+    b: T.Buffer((2, 8, 4), "int8", offset_factor=1),
+    c: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+) -> None:
+    with T.sblock("root"):
+        T.reads(c[0:8], a[0:8], b[0:2, 0:8, 0:4])
+        T.writes(c[0:8])
+        # Two ``vpmaddubsw`` (a0..a3 with the first half, a4..a7 with the second), their
+        # int16 pair sums added with ``vpaddw``, then ONE ``vpmaddwd`` with ones and one
+        # ``vpaddd``: 64 multiply-adds per 3 multiply-pipe instructions (``PMADDUBSW``:
+        # 4). Exact when every weight code w has |w| <= 32: a pair sum is at most
+        # 2 * 255 * 32 = 16320 in magnitude (no saturation in ``vpmaddubsw``), two of
+        # them at most 32640 <= 32767 (no wrap in ``vpaddw``), and ``vpmaddwd`` sums
+        # int16 products into int32 exactly.
+        c[T.ramp(T.int32(0), 1, 8)] = c.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+            T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
+                T.reinterpret(
+                    T.broadcast(T.reinterpret(a.vload([0], "uint8x4"), dtype="int32"), 8),
+                    dtype="uint8x32",
+                ),
+                b.vload([0, 0, 0], dtype="int8x32"),
+                dtype="int16x16",
+            )
+            + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
+                T.reinterpret(
+                    T.broadcast(T.reinterpret(a.vload([4], "uint8x4"), dtype="int32"), 8),
+                    dtype="uint8x32",
+                ),
+                b.vload([1, 0, 0], dtype="int8x32"),
+                dtype="int16x16",
+            ),
+            T.broadcast(T.int16(1), 16),
+            dtype="int32x8",
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class DotKernel:
     """One packed integer dot-product instruction: ``lanes`` int32 outputs, each the sum
     of ``group`` uint8 x ``weight_dtype`` products; ``max_acc`` accumulator registers;
-    ``weight_range``: the weight codes it computes exactly (None: every int8 code)."""
+    ``weight_range``: the weight codes it computes exactly (None: every int8 code);
+    ``halves``: how many ``[lanes, group / halves]`` tiles one weight tile is stored as
+    (the packed weight is ``[N/lanes, K/group, lanes, group]`` for 1, else
+    ``[N/lanes, K/group, halves, lanes, group / halves]``)."""
 
     name: str
     lanes: int
@@ -187,6 +269,14 @@ class DotKernel:
     desc: Callable[..., None]
     impl: Callable[..., None]
     weight_range: tuple[int, int] | None = None
+    halves: int = 1
+
+    @property
+    def tile(self) -> tuple[int, ...]:
+        """The trailing dimensions of the packed weight: one tile of the instruction."""
+        if self.halves == 1:
+            return (self.lanes, self.group)
+        return (self.halves, self.lanes, self.group // self.halves)
 
     def exact_for(self, weight: np.ndarray) -> bool:
         """Whether every code of the constant ``weight`` lies in ``weight_range``."""
@@ -219,12 +309,27 @@ PMADDUBSW = DotKernel(
     _dot4_pmaddubsw,
     weight_range=SEVEN_BIT,
 )
-KERNELS = (VNNI, AVX2, PMADDUBSW)
+# Weight codes for which two ``vpmaddubsw`` results add exactly in int16 (the proof is
+# in ``_dot8_pmaddubsw_pairs``): 6-bit codes, [-32, 31], and 32 as well.
+SIX_BIT = (-32, 32)
+PMADDUBSW_PAIRS = DotKernel(
+    "avx2-u8-pairs",
+    8,
+    8,
+    "int8",
+    10,
+    PAIRS_INTRIN,
+    _pairs_desc(),
+    _dot8_pmaddubsw_pairs,
+    weight_range=SIX_BIT,
+    halves=2,
+)
+KERNELS = (VNNI, AVX2, PMADDUBSW, PMADDUBSW_PAIRS)
 
 
 def packed_kernel(block: s_tir.SBlock) -> tuple[DotKernel, tirx.Buffer] | None:
-    """The kernel and packed ``[N/lanes, K/group, lanes, group]`` weight an int32 block
-    reads, if it reads one."""
+    """The kernel and packed ``[N/lanes, K/group, *tile]`` weight an int32 block reads,
+    if it reads one."""
     if len(block.writes) != 1 or str(block.writes[0].source.dtype) != "int32":
         return None
     for region in block.reads:
@@ -237,8 +342,8 @@ def packed_kernel(block: s_tir.SBlock) -> tuple[DotKernel, tirx.Buffer] | None:
         for kernel in KERNELS:
             if (
                 str(buf.dtype) == kernel.weight_dtype
-                and len(shape) == 4
-                and shape[2:] == [kernel.lanes, kernel.group]
+                and len(shape) == 2 + len(kernel.tile)
+                and tuple(shape[2:]) == kernel.tile
             ):
                 return kernel, buf
     return None
@@ -270,6 +375,35 @@ def _tile_pmaddubsw(rows: int, vectors: int, max_acc: int) -> tuple[int, int]:
     for v in (d for d in range(1, min(vectors, max_acc) + 1) if vectors % d == 0):
         for r in (d for d in range(1, min(rows, _MAX_ROWS) + 1) if rows % d == 0):
             cost = (r + v + 3 * r * v) / (r * v)
+            if r * v <= max_acc and cost < best_cost:
+                best, best_cost = (r, v), cost
+    return best
+
+
+# Bytes of a weight panel (``vectors * 8 * K`` int8) that stay in a 32 KiB L1 while the
+# rows of a tile stream past it: above it every row's weight loads come from L2.
+_PANEL_L1_BYTES = 24 * 1024
+# The smallest K the pairs kernel takes (``vnni_pack``): below it the loop over k is too
+# short to gain (EfficientNet-Lite0's 1x1 convs 24 -> 144 at 56x56 and 16 -> 96 at
+# 112x112 ran 1.07-2.2x the 7-bit kernel's time; 32 -> 16 at 112x112 0.97x, 40 -> 240 at
+# 28x28 0.95x; paired, 2 threads, under load).
+PAIRS_MIN_K = 32
+
+
+def _tile_pairs(rows: int, vectors: int, max_acc: int, depth: int) -> tuple[int, int]:
+    """(rows, vectors) for ``PMADDUBSW_PAIRS``: per eight k, two ``vpbroadcastd`` per row
+    and five vector instructions per accumulator (Zen 3 is bound by those, on its four
+    vector pipes, more than by its two multiply pipes: a 1 x 8 tile ran 0.84x the 7-bit
+    kernel's time, (2 + 40) / (2 + 48) instructions, one thread, 128 x 384 -> 384), and
+    one for the loop. The weight loads fold into ``vpmaddubsw`` and cost nothing while
+    the panel of ``vectors`` stays in L1 for the next tile of rows (or there is none),
+    else 1.5 each (16 x 1536 -> 384: 1 x 8 tiles ran 1.08x the 7-bit kernel's time, 4 x 2
+    tiles 0.94x; 16 x 384 -> 1536: 0.92x and 0.96x). Exact divisors."""
+    best, best_cost = (1, 1), math.inf
+    for v in (d for d in range(1, min(vectors, max_acc) + 1) if vectors % d == 0):
+        for r in (d for d in range(1, min(rows, _MAX_ROWS) + 1) if rows % d == 0):
+            in_l1 = v * 8 * depth <= _PANEL_L1_BYTES or r == rows
+            cost = (2 * r + 5 * r * v + (0.0 if in_l1 else 1.5) * 2 * v + 1) / (r * v)
             if r * v <= max_acc and cost < best_cost:
                 best, best_cost = (r, v), cost
     return best
@@ -308,8 +442,11 @@ def schedule_vnni(
     if cols % kernel.lanes or depth % kernel.group:
         return False
     loops = [it.loop_rv for it in info.iters]
-    tile = {AVX2.name: _tile_avx2, PMADDUBSW.name: _tile_pmaddubsw}.get(kernel.name, _tile)
-    tile_rows, tile_vectors = tile(rows, cols // kernel.lanes, kernel.max_acc)
+    if kernel is PMADDUBSW_PAIRS:
+        tile_rows, tile_vectors = _tile_pairs(rows, cols // kernel.lanes, kernel.max_acc, depth)
+    else:
+        tile = {AVX2.name: _tile_avx2, PMADDUBSW.name: _tile_pmaddubsw}.get(kernel.name, _tile)
+        tile_rows, tile_vectors = tile(rows, cols // kernel.lanes, kernel.max_acc)
     c_out, c_vec, c_lane = sch.split(loops[-2], [None, tile_vectors, kernel.lanes])
     k_out, k_in = sch.split(loops[-1], [None, kernel.group])
     if has_row:

@@ -10,10 +10,12 @@ channel axis) and weight folding, on targets with AVX-512 VNNI. The contraction 
     acc = call_tir(packed_dense, xq, Wp)               # Wp[N/16, K/4, 16, 4], packed here
 
 whose loop nest ``vnni.py`` schedules and tensorizes (on AVX2, where VNNI is missing or
-the output width is not a multiple of 16: ``vpmaddubsw`` on ``Wp[N/8, K/4, 8, 4]`` when
-every weight code lies in [-64, 63], ``vnni.PMADDUBSW``, else ``vpmaddwd`` on
-``Wp[N/8, K/2, 8, 2]``, ``vnni.AVX2``: the codes of the constant decide, so any QDQ
-model stays exact).
+the output width is not a multiple of 16: ``vpmaddubsw`` on pairs of K-groups,
+``Wp[N/8, K/8, 2, 8, 4]``, when every weight code lies in [-32, 32] and K (a spatial
+conv's channels) is a multiple of 8, ``vnni.PMADDUBSW_PAIRS``; else ``vpmaddubsw`` on
+``Wp[N/8, K/4, 8, 4]`` when every code lies in [-64, 63], ``vnni.PMADDUBSW``; else
+``vpmaddwd`` on ``Wp[N/8, K/2, 8, 2]``, ``vnni.AVX2``: the codes of the constant decide,
+so any QDQ model stays exact).
 Spatial convolutions (3x3, 5x5, strided, padded; one group, input channels a multiple of
 4) become implicit GEMMs on the same kernels (``packed_conv``): ``k = (ky * KW + kx) * C
 + c`` runs over the taps, so 4 consecutive k are 4 channels of one pixel of the
@@ -43,32 +45,47 @@ from tvm.target import codegen
 from optc.codegen.relax_rewrite import rewrite_functions
 
 from .hw import has_vnni
-from .vnni import AVX2, PMADDUBSW, VNNI, DotKernel
+from .vnni import AVX2, PAIRS_MIN_K, PMADDUBSW, PMADDUBSW_PAIRS, VNNI, DotKernel
 
 logger = logging.getLogger(__name__)
 
 
 def pack_weight(weight: np.ndarray, kernel: DotKernel = VNNI) -> np.ndarray:
     """``W[K, N]`` -> ``Wp[N/L, K/G, L, G]`` with ``Wp[n//L, k//G, n%L, k%G] = W[k, n]``
-    (``L, G`` the kernel's lanes and group: 16, 4 for VNNI), in the kernel's weight dtype."""
+    (``L, G`` the kernel's lanes and group: 16, 4 for VNNI), in the kernel's weight dtype;
+    for a kernel whose tile is stored in ``H`` halves (``PMADDUBSW_PAIRS``: 2)
+    ``Wp[N/L, K/G, H, L, G/H]`` with ``Wp[n//L, k//G, k%G // (G/H), n%L, k % (G/H)]``:
+    the bytes of ``PMADDUBSW``'s ``[N/8, K/4, 8, 4]`` packing, viewed two K-groups at a
+    time."""
     k, n = weight.shape
-    lanes, group = kernel.lanes, kernel.group
-    tiles = weight.reshape(k // group, group, n // lanes, lanes)
-    return np.ascontiguousarray(tiles.transpose(2, 0, 3, 1).astype(kernel.weight_dtype))
+    lanes, group, halves = kernel.lanes, kernel.group, kernel.halves
+    tiles = weight.reshape(k // group, halves, group // halves, n // lanes, lanes)
+    packed = tiles.transpose(3, 0, 1, 4, 2).astype(kernel.weight_dtype)
+    if halves == 1:
+        packed = packed.reshape(n // lanes, k // group, lanes, group)
+    return np.ascontiguousarray(packed)
+
+
+def _packed_at(packed: te.Tensor, n: Any, k: Any) -> Any:
+    """``W[k, n]`` read from a weight packed by ``pack_weight`` (its rank says how)."""
+    if len(packed.shape) == 4:
+        lanes, group = int(packed.shape[2]), int(packed.shape[3])
+        return packed[n // lanes, k // group, n % lanes, k % group]
+    halves, lanes, part = (int(d) for d in packed.shape[2:])
+    group = halves * part
+    return packed[n // lanes, k // group, k % group // part, n % lanes, k % part]
 
 
 def packed_dense(data: te.Tensor, packed: te.Tensor) -> te.Tensor:
     """``out[..., n] = sum_k int32(data[..., k]) * int32(W[k, n])`` on the packed weight."""
     depth = data.shape[-1]
-    lanes, group = int(packed.shape[2]), int(packed.shape[3])
-    cols = packed.shape[0] * lanes
+    cols = packed.shape[0] * int(packed.shape[-2])
     k = te.reduce_axis((0, depth), name="k")
 
     def body(*index: tvm.tirx.Var) -> tvm.tirx.PrimExpr:
         n = index[-1]
         return te.sum(
-            data[(*index[:-1], k)].astype("int32")
-            * packed[n // lanes, k // group, n % lanes, k % group].astype("int32"),
+            data[(*index[:-1], k)].astype("int32") * _packed_at(packed, n, k).astype("int32"),
             axis=k,
         )
 
@@ -101,19 +118,13 @@ def packed_conv(data: te.Tensor, packed: te.Tensor, conv: SpatialConv) -> te.Ten
         padded = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, 0], name="pad_temp")
     out_h = (height + top + bottom - kh) // sy + 1
     out_w = (width + left + right - kw) // sx + 1
-    lanes, group = int(packed.shape[2]), int(packed.shape[3])
-    cols = int(packed.shape[0]) * lanes
+    cols = int(packed.shape[0]) * int(packed.shape[-2])
     k = te.reduce_axis((0, kh * kw * channels), name="k")
 
     def body(n: Any, y: Any, x: Any, o: Any) -> Any:
         tap = padded[n, y * sy + k // (kw * channels), x * sx + k // channels % kw,
                      k % channels]
-        return te.sum(
-            tap.astype("int32") * packed[o // lanes, k // group, o % lanes, k % group].astype(
-                "int32"
-            ),
-            axis=k,
-        )
+        return te.sum(tap.astype("int32") * _packed_at(packed, o, k).astype("int32"), axis=k)
 
     return te.compute((batch, out_h, out_w, cols), body, name="vnni_conv")
 
@@ -152,17 +163,18 @@ def _spatial_conv(call: relax.Call) -> SpatialConv | None:
 
 def dot_kernels(target: tvm.target.Target) -> tuple[DotKernel, ...]:
     """The packed int8 kernels ``target`` runs, preferred first: VNNI (16-wide outputs),
-    then AVX2 ``vpmaddubsw`` (8-wide, for weights whose codes are all 7-bit, what
-    ``optc.quant`` emits for such targets), then AVX2 ``vpmaddwd`` (8-wide, any code:
-    EfficientNet's 24- and 40-channel layers on a VNNI CPU too, whose AVX2 instructions
-    remain); none off x86."""
+    then AVX2 ``vpmaddubsw`` on pairs of K-groups (8-wide, weights whose codes all lie
+    in [-32, 32]: ``optc.quant``'s 6-bit codes, K a multiple of 8), then ``vpmaddubsw``
+    (8-wide, 7-bit codes, what ``optc.quant`` emits for "8-bit" weights on such targets),
+    then AVX2 ``vpmaddwd`` (8-wide, any code: EfficientNet's 24- and 40-channel layers
+    on a VNNI CPU too, whose AVX2 instructions remain); none off x86."""
     if target.kind.name != "llvm":
         return ()
     try:
         avx2 = bool(codegen.target_has_features("avx2", target))
     except (RuntimeError, ValueError):  # an LLVM target of another architecture
         return ()
-    avx2_kernels = (PMADDUBSW, AVX2) if avx2 else ()
+    avx2_kernels = (PMADDUBSW_PAIRS, PMADDUBSW, AVX2) if avx2 else ()
     return (*((VNNI,) if has_vnni(target) else ()), *avx2_kernels)
 
 
@@ -217,12 +229,17 @@ class _PackForVnni(relax.PyExprMutator):
             weight = conv.weight
         if weight is None:
             return call
+        # A spatial conv's group of k must be channels of one pixel (one broadcast word
+        # per 4 of them): C % group == 0, not only K % group.
+        channels = weight.shape[0] // (conv.kernel[0] * conv.kernel[1]) if conv else 0
         kernel = next(
             (
                 k
                 for k in self.kernels
                 if weight.shape[0] % k.group == 0
                 and weight.shape[1] % k.lanes == 0
+                and channels % k.group == 0
+                and (k is not PMADDUBSW_PAIRS or weight.shape[0] >= PAIRS_MIN_K)
                 and k.exact_for(weight)
             ),
             None,
