@@ -54,13 +54,16 @@ class MixedPrecision(Pass):
     kernel is AVX2 ``vpmaddubsw`` (x86 without AVX-512 VNNI: ``ctx.target``, else this
     host), 8-bit weights get 7-bit codes in [-63, 63] so that the kernel is exact and the
     measured drop is the deployed model's (``optc.quant.kernels``; reported as ``w7a8``).
+    There, 6-bit weights (codes in [-31, 31], ``w6a8``) run on a faster exact kernel
+    (two ``vpmaddubsw`` added in int16 before one ``vpmaddwd``), so the ladder gets a
+    ``w6a8`` step below ``w7a8``, ordered and bisected like the others (``six-bit``).
 
     Ordering: after ``fold-batchnorm`` (quantize the weights that will be deployed) and
     after any pass that changes the layers. Only the first graph output is scored.
 
     Options: ``max-drop``, ``bits``, ``act-bits``, ``metric``, ``dependencies``,
     ``hutchinson-samples``, ``calib-samples``, ``sensitivity-samples``, ``seed``,
-    ``smooth-outliers``.
+    ``smooth-outliers``, ``six-bit``.
 
     Outlier channels: a MatMul / Gemm input whose largest channel peak is at least 2x
     the 99th percentile of the peaks (transformers' GELU and LayerNorm outputs) is
@@ -95,8 +98,9 @@ class MixedPrecision(Pass):
         "help": "largest allowed drop of accuracy (with labels) or top-1 agreement with "
                 "the fp32 model, as a fraction (0.01 = one point)"})
     bits: tuple[int, ...] = dataclasses.field(default=(4, 8, 16), metadata={
-        "help": "weight bit-widths to try below fp32, from {4, 8, 16}; 4 and 8 are "
-                "integer (per-channel symmetric), 16 is float16"})
+        "help": "weight bit-widths to try below fp32, from {4, 6, 8, 16}; 4, 6 and 8 "
+                "are integer (per-channel symmetric; 6 only with 8-bit activations), "
+                "16 is float16"})
     act_bits: Literal[8, 16] = dataclasses.field(default=8, metadata={
         "help": "activations of integer-weight layers: 8 = uint8 QDQ, 16 = float16"})
     metric: Literal["auto", "accuracy", "agreement", "cosine"] = dataclasses.field(
@@ -120,6 +124,10 @@ class MixedPrecision(Pass):
     smooth_outliers: bool = dataclasses.field(default=True, metadata={
         "help": "divide outlier channels of a MatMul/Gemm input before quantizing it "
                 "and multiply the weight rows instead (off: per-tensor ranges as is)"})
+    six_bit: bool = dataclasses.field(default=True, metadata={
+        "help": "also try 6-bit weights (w6a8) below 8-bit ones where the target's int8 "
+                "kernel runs them faster (x86 AVX2 without AVX-512 VNNI); off: only "
+                "if bits names 6"})
 
     def __post_init__(self) -> None:
         bad = [b for b in self.bits if b not in WEIGHT_BITS]
@@ -137,7 +145,8 @@ class MixedPrecision(Pass):
                        hutchinson_samples=self.hutchinson_samples,
                        calib_samples=self.calib_samples,
                        sensitivity_samples=self.sensitivity_samples, seed=self.seed,
-                       smooth_outliers=self.smooth_outliers)
+                       smooth_outliers=self.smooth_outliers,
+                       six_bit=None if self.six_bit else 6 in self.bits)
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         after, report = quantize_mixed(graph, ctx, self.options_record())

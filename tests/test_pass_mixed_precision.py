@@ -184,7 +184,7 @@ def test_seven_bit_codes_for_a_vpmaddubsw_target(digits: Graph, context: PassCon
     packed = PassContext(calibration=context.calibration,
                          analyses={"latency": packed_weight_seconds})
     after, report = quantize_mixed(digits, packed, Options(bits=(8,), int8_code_bits=7,
-                                                           **QUICK))
+                                                           six_bit=False, **QUICK))
     assert report is not None and report.int8_code_bits == 7
     assert set(report.bits().values()) == {"w7a8"}
     assert all(layer.weight_bits == 8 for layer in report.layers)  # stored as int8
@@ -195,6 +195,34 @@ def test_seven_bit_codes_for_a_vpmaddubsw_target(digits: Graph, context: PassCon
     x_train, y_train, x_test, y_test = splits
     calibrated = Evaluator(digits, Calibration({"input": x_train[:128]}, y_train[:128]))
     assert report.drop == pytest.approx(calibrated.measure(after).drop)
+    held_out = Evaluator(digits, Calibration({"input": x_test}, y_test))
+    assert held_out.measure(after).drop <= 0.01
+
+
+def test_six_bit_codes_where_the_target_runs_them_faster(digits: Graph, context: PassContext,
+                                                        splits: tuple) -> None:
+    """Where int8 codes are 7-bit (AVX2 ``vpmaddubsw``), 6-bit weights run on a faster
+    kernel (``vnni.PMADDUBSW_PAIRS``): the search tries them below ``w7a8``, on the
+    layers that took ``w7a8``, least sensitive first, and reports them as ``w6a8``
+    with codes in [-31, 31]; the held-out drop stays within the budget."""
+    packed = PassContext(calibration=context.calibration,
+                         analyses={"latency": packed_weight_seconds})
+    after, report = quantize_mixed(digits, packed, Options(bits=(8,), int8_code_bits=7,
+                                                           **QUICK))
+    assert report is not None
+    bits = report.bits()
+    assert "w6a8" in set(bits.values()) <= {"w7a8", "w6a8"}, bits
+    six = [layer for layer in report.layers if layer.precision == "w6a8"]
+    assert all(layer.weight_bits == 6 for layer in six)
+    if "w6a8" in report.orders:  # not all of them at once: a prefix of the order
+        order = report.orders["w6a8"]
+        assert [k for k in order if bits[k] == "w6a8"] == list(order[:len(six)])
+    codes = {name: a for name, a in after.params.items() if a.dtype == np.int8}
+    narrow = [a for name, a in codes.items() if ".q6" in name]
+    assert len(narrow) == len(six) and len(codes) == len(report.layers)
+    assert all(int(np.abs(c).max()) <= 31 for c in narrow)
+    assert max(int(np.abs(c).max()) for c in narrow) == 31  # the 6-bit range is used
+    _, _, x_test, y_test = splits
     held_out = Evaluator(digits, Calibration({"input": x_test}, y_test))
     assert held_out.measure(after).drop <= 0.01
 

@@ -1,14 +1,18 @@
 """optc.quant.kernels: 7-bit int8 weight codes exactly where optc's int8 kernel is AVX2
-``vpmaddubsw`` (x86 without AVX-512 VNNI), and what 7 bits cost in weight error."""
+``vpmaddubsw`` (x86 without AVX-512 VNNI), and what 7 bits cost in weight error; there
+6-bit codes (``w6a8``) run faster, a ladder step of their own."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 
 import optc
-from optc.quant.kernels import code_bits_for_flags, int8_code_bits
-from optc.quant.latency import INT8_PMADDUBSW, INT8_VNNI, host_rates
+from optc.quant import Options
+from optc.quant.kernels import code_bits_for_flags, int8_code_bits, six_bit_kernel
+from optc.quant.latency import INT8_PAIRS, INT8_PMADDUBSW, INT8_VNNI, host_rates
 from optc.quant.layers import quantizable_layers
 from optc.quant.numerics import LayerPrecision, code_label, quantize_weight, weight_error
 from optc.target import get_target
@@ -68,3 +72,75 @@ def test_seven_bit_codes_and_their_error() -> None:
 def test_proxy_prices_the_host_kernel() -> None:
     assert host_rates({"avx2"}).int8_factor == INT8_PMADDUBSW
     assert host_rates({"avx2", "avx512_vnni"}).int8_factor == INT8_VNNI
+
+
+W6A8 = LayerPrecision(6, 8)
+
+
+def test_six_bit_kernel_where_codes_are_seven_bit() -> None:
+    """6-bit codes run faster (``vnni.PMADDUBSW_PAIRS``) exactly where 8-bit weights get
+    7-bit codes: x86 with AVX2 and no AVX-512 VNNI."""
+    pytest.importorskip("tvm")
+    from optc.codegen.host_cpu import host_triple
+
+    triple = host_triple()
+    if not triple.startswith("x86_64"):
+        pytest.skip("x86 LLVM targets")
+    assert six_bit_kernel({"kind": "llvm", "mtriple": triple, "mcpu": "znver3"})
+    assert not six_bit_kernel({"kind": "llvm", "mtriple": triple, "mcpu": "znver4"})
+    assert not six_bit_kernel({"kind": "cuda", "arch": "sm_87"})
+
+
+def test_six_bit_codes_and_their_error() -> None:
+    """Codes in [-31, 31], labelled w6a8 (stored as int8); on a real model's weights
+    about 4x the 7-bit error, still far below 4-bit's. 6-bit weights go with 8-bit
+    activations only."""
+    graph = optc.load_onnx(DIGITS)
+    layer = quantizable_layers(graph)[1]
+    weight = graph.params[layer.weight]
+    codes, _ = quantize_weight(weight, 6, layer.channel_axis)
+    assert codes.dtype == np.int8 and codes.min() >= -31 and codes.max() <= 31
+    e7 = weight_error(weight, W8A8, layer.channel_axis, int8_code_bits=7)
+    e6 = weight_error(weight, W6A8, layer.channel_axis, int8_code_bits=7)
+    e4 = weight_error(weight, LayerPrecision(4, 8), layer.channel_axis, int8_code_bits=7)
+    assert 2.5 * e7 < e6 < 6 * e7 and e6 < e4 / 4
+    assert code_label(W6A8, 7) == "w6a8" == W6A8.label
+    with pytest.raises(ValueError):
+        LayerPrecision(6, 16)
+
+
+@pytest.mark.parametrize(("options", "code_bits", "ladder"), [
+    (Options(), 7, ["fp16", "w8a8", "w6a8", "w4a8"]),           # AVX2 without VNNI
+    (Options(), 8, ["fp16", "w8a8", "w4a8"]),                   # VNNI, Arm, GPUs
+    (Options(six_bit=False), 7, ["fp16", "w8a8", "w4a8"]),
+    (Options(bits=(6, 16)), 8, ["fp16", "w6a8"]),               # asked for
+    (Options(act_bits=16), 7, ["fp16", "w8a16", "w4a16"]),      # no w6a16
+    (Options(bits=(16,)), 7, ["fp16"]),
+])
+def test_ladder_gets_a_six_bit_step_where_it_is_faster(options: Options, code_bits: int,
+                                                       ladder: list[str]) -> None:
+    graph = optc.load_onnx(DIGITS)
+    assert [p.label for p in options.ladder(graph, code_bits)] == ladder
+
+
+def test_proxy_prices_six_bit_codes_on_the_pairs_kernel() -> None:
+    """w6a8 (and w4a8: 4-bit codes run on the same kernel) cost ``INT8_PAIRS`` on dot
+    layers whose input channels are multiples of 8; the stem and a layer with 4 mod 8
+    channels cost what w7a8 does; VNNI targets have no such kernel."""
+    graph = optc.load_onnx(DIGITS)
+    layers = quantizable_layers(graph)
+    rates = host_rates({"avx2"})
+    for layer in layers:
+        w8 = rates.layer_seconds(layer, W8A8)
+        w6 = rates.layer_seconds(layer, W6A8)
+        if layer.kind == "dot":
+            assert layer.in_channels % 8 == 0
+            assert w6 == pytest.approx(w8 * INT8_PAIRS / INT8_PMADDUBSW) and w6 < w8
+            assert rates.layer_seconds(layer, LayerPrecision(4, 8)) == w6
+            odd = dataclasses.replace(layer, in_channels=12)
+            assert rates.layer_seconds(odd, W6A8) == rates.layer_seconds(odd, W8A8)
+        else:
+            assert w6 == w8
+    vnni = host_rates({"avx2", "avx512_vnni"})
+    assert all(vnni.layer_seconds(layer, W6A8) == vnni.layer_seconds(layer, W8A8)
+               for layer in layers)

@@ -24,6 +24,7 @@ from optc.quant.layers import quantizable_layers
 from optc.quant.search import Trial, bisect_ladder, longest_feasible_prefix
 
 W8 = LayerPrecision(8, 8)
+W6 = LayerPrecision(6, 8)
 W4 = LayerPrecision(4, 8)
 W4A16 = LayerPrecision(4, 16)
 KEYS = [f"layer{i}" for i in range(13)]
@@ -68,6 +69,16 @@ def test_ladder_lowers_step_by_step() -> None:
     assert list(result.orders["w8a8"]) == KEYS
 
 
+def test_a_step_skips_layers_it_would_not_speed_up() -> None:
+    """``eligible`` keeps layers out of a step (6-bit codes on a depthwise conv, which the
+    6-bit kernel does not run): they stay at the width above, and never go lower."""
+    skip = set(KEYS[:3])
+    result = bisect_ladder(KEYS, [W8, W4], graph_order, additive(1.0, []),
+                           lambda p, k: p != W4 or k not in skip)
+    chosen = result.chosen.assignment
+    assert all(chosen[k] == (W8 if k in skip else W4) for k in KEYS)
+
+
 def test_nothing_fits() -> None:
     result = bisect_ladder(KEYS, [W4], graph_order, additive(0.0, []))
     assert result.chosen.assignment == {}
@@ -78,7 +89,8 @@ def test_proxy_latency_follows_the_host() -> None:
     graph = optc.load_onnx(optc.__path__[0] + "/../examples/models/digits_cnn.onnx")
     layers = quantizable_layers(graph)
     assert all(layer.macs > 0 for layer in layers)
-    every = {bits: {layer.key: bits for layer in layers} for bits in (FP16, W8, W4, W4A16)}
+    every = {bits: {layer.key: bits for layer in layers}
+             for bits in (FP16, W8, W6, W4, W4A16)}
     # A CPU with float16 arithmetic and VNNI: float16 is faster, and 4-bit codes are
     # stored as int8, so w4a8 costs what w8a8 does.
     native = proxy_latency(layers, host_rates({"avx512_fp16", "avx512_vnni"}))
@@ -89,7 +101,10 @@ def test_proxy_latency_follows_the_host() -> None:
     plain = proxy_latency(layers, host_rates({"avx2", "f16c", "fma"}))
     assert plain(graph, {}) == fp32
     assert plain(graph, every[FP16]) > fp32 > plain(graph, every[W4A16])
-    assert plain(graph, every[W4]) == plain(graph, every[W8])
+    # ... and codes of at most 6 bits run on the faster vpmaddubsw-pairs kernel (4-bit
+    # ones too: stored as int8, no faster than 6-bit).
+    assert plain(graph, every[W4]) == plain(graph, every[W6]) < plain(graph, every[W8])
+    assert native(graph, every[W6]) == native(graph, every[W8])
     fn, name = latency_model(PassContext(), layers, graph)
     assert name == "proxy" and fn(graph, {}) == fp32
 

@@ -10,6 +10,11 @@ targets the ``mixed-precision`` pass quantizes its int8 weights to [-63, 63] (on
 search measures is the deployed model's. Other targets keep 8-bit codes; code
 generation picks the kernel from the codes of each constant, so any QDQ model (8-bit
 codes included) still runs exactly, on ``vpmaddwd``.
+
+The same targets run weights whose codes all lie in [-32, 32] on a faster kernel
+(``vnni.PMADDUBSW_PAIRS``: two ``vpmaddubsw`` results added in int16 before one
+``vpmaddwd``, exact for such codes): 6-bit codes, ``w6a8``, which the search may choose
+for a layer where the fidelity allows it (``six_bit_kernel``, ``optc.quant.plan``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from optc.quant.latency import cpu_flags
 
 INT8_CODE_BITS = 8
 PMADDUBSW_CODE_BITS = 7
+PAIRS_CODE_BITS = 6
 _X86 = ("x86_64", "i386", "i686", "amd64")
 
 
@@ -45,11 +51,19 @@ def int8_code_bits(target: Any = None) -> int:
     # compile for this target needs anyway).
     import tvm
 
-    from optc.codegen.schedules.vnni import PMADDUBSW
+    from optc.codegen.schedules.vnni import PMADDUBSW, VNNI
     from optc.codegen.schedules.vnni_pack import dot_kernels
 
     kernels = dot_kernels(tvm.target.Target(dict(tvm_target)))
-    return PMADDUBSW_CODE_BITS if kernels and kernels[0] is PMADDUBSW else INT8_CODE_BITS
+    return PMADDUBSW_CODE_BITS if PMADDUBSW in kernels and VNNI not in kernels \
+        else INT8_CODE_BITS
+
+
+def six_bit_kernel(target: Any = None) -> bool:
+    """Whether ``target`` (as for ``int8_code_bits``) runs 6-bit weight codes faster than
+    its 8-bit ones: where its int8 kernel is ``vpmaddubsw``, which ``vpmaddubsw`` on
+    pairs of K-groups (``vnni.PMADDUBSW_PAIRS``) comes with (``vnni_pack.dot_kernels``)."""
+    return int8_code_bits(target) == PMADDUBSW_CODE_BITS
 
 
 def code_bits_for_flags(flags: Collection[str]) -> int:

@@ -41,6 +41,9 @@ from optc.quant.numerics import FP32, LayerPrecision
 
 log = logging.getLogger(__name__)
 
+PAIRS_MIN_K = 32
+"""``optc.codegen.schedules.vnni.PAIRS_MIN_K`` (not imported: that imports TVM)."""
+
 LatencyFn = Callable[[Graph, Mapping[str, LayerPrecision]], float]
 """``latency(emitted graph, assignment) -> seconds``."""
 
@@ -77,6 +80,15 @@ INT8_NO_VNNI = 26.8 / 54.4
 # 320 -> 1280 at 7x7: 0.82, 0.56, 0.46, 0.57, 0.70, 0.42, 0.41; geometric mean 0.51
 # (8-bit codes on ``vpmaddwd``, same runs: 0.62-0.90, geometric mean 0.73).
 INT8_PMADDUBSW = 0.51
+# The same targets with 6-bit codes (``w6a8``) on ``vpmaddubsw`` pairs
+# (``vnni.PMADDUBSW_PAIRS``; K, and a spatial conv's channels, multiples of 8): per kernel
+# against the 7-bit kernel, paired calls, znver3 code, 2 threads on the shared Zen 3 VM
+# (/tmp/helperB/pairs kbench.py, 2026-12-07, under load): MiniLM matmuls 16 x 384 ->
+# 384 / 1536, 16 x 1536 -> 384: 0.89, 0.92, 0.96; EfficientNet-Lite0 1x1 convs 144 ->
+# 24 at 56x56, 480 -> 80 at 14x14, 1152 -> 192 at 7x7: 0.93, 0.92, 1.00; Fashion-MNIST
+# 3x3 convs 32 -> 64 at 14x14, 64 -> 128 at 7x7: 0.99, 0.93; geometric mean 0.94.
+PAIRS_VS_PMADDUBSW = 0.94
+INT8_PAIRS = INT8_PMADDUBSW * PAIRS_VS_PMADDUBSW
 # Convolutions without a packed int8 kernel (``optc.quant.layers.int8_kind``: grouped,
 # or channels not multiples of 4 in / 8 out), measured per kernel on Zen 3 (AVX2, 2
 # threads, kernel minima) when the Fashion-MNIST CNN's 3x3 convolutions (32 -> 64
@@ -121,6 +133,10 @@ class ProxyRates:
     int8_stem_factor: float = INT8_STEM
     int8_depthwise_factor: float | None = None
     """``None``: the ``int8_factor`` (no float form of the depthwise kernel)."""
+    int8_narrow_factor: float | None = None
+    """Dot layers (implicit-GEMM convs included) with codes of at most 6 bits and input
+    channels a multiple of 8, where a faster kernel runs them (``INT8_PAIRS``); ``None``:
+    no such kernel, the ``int8_factor``."""
 
     def layer_seconds(self, layer: Layer, precision: LayerPrecision) -> float:
         fp32 = layer.weight_elements * 4 / self.bandwidth + layer.macs / self.fp32_macs
@@ -130,6 +146,9 @@ class ProxyRates:
             factor = {"spatial": self.int8_spatial_factor, "stem": self.int8_stem_factor,
                       "depthwise": self.int8_depthwise_factor}.get(layer.kind)
             factor = self.int8_factor if factor is None else factor
+            if (precision.weight_bits <= 6 and on_pairs_kernel(layer)
+                    and self.int8_narrow_factor is not None):
+                factor = self.int8_narrow_factor
             return fp32 * factor
         factor = self.fp16_factor if precision.weight_bits == 16 else self.weight_only_factor
         if factor is not None:
@@ -138,22 +157,32 @@ class ProxyRates:
                 + layer.macs / (2 * self.fp32_macs))
 
 
+def on_pairs_kernel(layer: Layer) -> bool:
+    """Whether codes of at most 6 bits put ``layer`` on the faster int8 kernel of AVX2
+    targets without VNNI (``vnni.PMADDUBSW_PAIRS``): a packed dot layer whose input
+    channels are a multiple of 8, with at least ``vnni.PAIRS_MIN_K`` (32) multiply-adds
+    per output. Depthwise convs (float32 vectors) and stems (float32) only lose accuracy
+    with them."""
+    return (layer.kind == "dot" and layer.in_channels > 0 and layer.in_channels % 8 == 0
+            and layer.depth >= PAIRS_MIN_K)
+
+
 def host_rates(flags: Collection[str] | None = None) -> ProxyRates:
     """The proxy's figures for optc's CPU code generator on a CPU with ``flags``
     (default: this machine's; none known: no float16 arithmetic, no VNNI)."""
     flags = cpu_flags() if flags is None else flags
     native_fp16 = any(f in flags for f in _FP16_FLAGS)
-    depthwise = None
+    depthwise = narrow = None
     if any(f in flags for f in _VNNI_FLAGS):
         int8, depthwise = INT8_VNNI, INT8_DEPTHWISE_VNNI
     elif "avx2" in flags:
-        int8, depthwise = INT8_PMADDUBSW, INT8_DEPTHWISE_AVX2
+        int8, depthwise, narrow = INT8_PMADDUBSW, INT8_DEPTHWISE_AVX2, INT8_PAIRS
     else:
         int8 = INT8_NO_VNNI
     return ProxyRates(
         fp16_factor=None if native_fp16 else FP16_WIDENED,
         weight_only_factor=None if native_fp16 else WEIGHT_ONLY_WIDENED,
-        int8_factor=int8, int8_depthwise_factor=depthwise)
+        int8_factor=int8, int8_depthwise_factor=depthwise, int8_narrow_factor=narrow)
 
 
 def cpu_flags() -> frozenset[str]:

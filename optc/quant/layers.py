@@ -32,6 +32,10 @@ class Layer:
     macs: int          # multiply-accumulates per sample (0 when shapes are unknown)
     weight_elements: int
     kind: str = "dot"  # how optc's int8 code runs it: see ``int8_kind``
+    # Input channels each output reads per tap (MatMul / Gemm: K; Conv: per group; 0:
+    # unknown): the 6-bit kernel needs multiples of 8 (``latency.ProxyRates``).
+    in_channels: int = 0
+    depth: int = 0  # multiply-adds per output (in_channels times the kernel's taps)
 
 
 def quantizable_layers(graph: Graph) -> tuple[Layer, ...]:
@@ -65,7 +69,9 @@ def _layer(graph: Graph, node: Node) -> Layer | None:
         return None
     return Layer(node.outputs[0].name, node.name, node.op, data, weight, bias, axis,
                  _macs(graph, node, array.size, axis, array.shape), int(array.size),
-                 int8_kind(node, array.shape))
+                 int8_kind(node, array.shape),
+                 int(array.shape[1] if node.op == "Conv" else array.shape[1 - axis]),
+                 int(array.size // array.shape[axis]))
 
 
 def int8_kind(node: Node, weight_shape: tuple[int, ...]) -> str:

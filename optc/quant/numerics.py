@@ -4,7 +4,10 @@ Weights are quantized per output channel, symmetric (zero point 0), to the signe
 range ``[-(2**(b-1) - 1), 2**(b-1) - 1]``: 8 bits -> [-127, 127], 4 bits -> [-7, 7].
 On targets whose int8 kernel is AVX2 ``vpmaddubsw`` (x86 without AVX-512 VNNI), "8-bit"
 weights get 7-bit codes, [-63, 63] (``code_bits``; ``optc.quant.kernels`` says why):
-still int8 QDQ, labelled ``w7a8`` in reports.
+still int8 QDQ, labelled ``w7a8`` in reports. There, 6-bit weights (``w6a8``, codes in
+[-31, 31]) run on a faster kernel (``optc.codegen.schedules.vnni.PMADDUBSW_PAIRS``), a
+step the search may take below ``w7a8`` (``optc.quant.plan``); they exist only with
+8-bit activations (a float16 layer reading 6-bit codes would be no faster than 8-bit).
 The scale of each channel is chosen from a grid of clipping ratios to minimise the
 squared error (plain max-abs scaling wastes most of a 4-bit grid on one outlier).
 Activations are quantized per tensor, asymmetric uint8 from the calibration min/max
@@ -26,7 +29,7 @@ import dataclasses
 
 import numpy as np
 
-WEIGHT_BITS = (4, 8, 16, 32)
+WEIGHT_BITS = (4, 6, 8, 16, 32)
 ACT_BITS = (8, 16)
 CLIP_RATIOS = np.linspace(1.0, 0.5, 21)
 """Fractions of a channel's max |w| tried as its clipping range."""
@@ -41,18 +44,18 @@ per-tensor grid would get less than 2x finer: not worth a multiply)."""
 
 @dataclasses.dataclass(frozen=True, order=True)
 class LayerPrecision:
-    """Bits of a layer's weights (4, 8: integer; 16, 32: float) and of its input activation.
+    """Bits of a layer's weights (4, 6, 8: integer; 16, 32: float) and of its input activation.
 
     ``act_bits`` 8: the activation is quantized to uint8 (QDQ); 16: it runs in float16;
     32: float32. Integer weights go with 8- or 16-bit activations, float16 weights with
-    16, float32 with 32.
+    16, float32 with 32; 6-bit weights with 8 only.
     """
 
     weight_bits: int
     act_bits: int
 
     def __post_init__(self) -> None:
-        allowed = {4: ACT_BITS, 8: ACT_BITS, 16: (16,), 32: (32,)}
+        allowed = {4: ACT_BITS, 6: (8,), 8: ACT_BITS, 16: (16,), 32: (32,)}
         if self.act_bits not in allowed.get(self.weight_bits, ()):
             raise ValueError(f"unsupported precision W{self.weight_bits}A{self.act_bits}")
 

@@ -60,8 +60,12 @@ class SearchResult:
 
 
 def bisect_ladder(keys: Sequence[str], ladder: Sequence[LayerPrecision], order_for: OrderFor,
-                  evaluate: Evaluate) -> SearchResult:
-    """Walk ``ladder`` (widest first) lowering the longest feasible prefix at each step."""
+                  evaluate: Evaluate,
+                  eligible: Callable[[LayerPrecision, str], bool] | None = None,
+                  ) -> SearchResult:
+    """Walk ``ladder`` (widest first) lowering the longest feasible prefix at each step;
+    ``eligible(precision, key)`` (default: always) keeps a layer out of a step where it
+    would only lose accuracy (6-bit codes on a layer the 6-bit kernel does not run)."""
     current: dict[str, LayerPrecision] = {}
     trials = [evaluate(frozen(current))]
     base = trials[0]  # the trial of ``current``
@@ -70,7 +74,8 @@ def bisect_ladder(keys: Sequence[str], ladder: Sequence[LayerPrecision], order_f
     candidates = list(keys)
     previous = FP32
     for precision in ladder:
-        candidates = [k for k in candidates if current.get(k, FP32) == previous]
+        candidates = [k for k in candidates if current.get(k, FP32) == previous
+                      and (eligible is None or eligible(precision, k))]
         if not candidates:
             break
         everything = dict(current)
