@@ -17,9 +17,12 @@ from test_schedules import (
     RUN_TARGET,
     assert_matches_onnxruntime,
 )
+from tvm import s_tir
 from tvm.relax.frontend.onnx import from_onnx
 
 from optc.codegen.schedules import apply_cpu_schedules
+from optc.codegen.schedules.apply import schedule_contraction_with
+from optc.codegen.schedules.contraction import Knobs, serial_tile_loops
 from optc.codegen.schedules.conv_pack import pack_weight, padded_channels, panel_width
 from optc.codegen.schedules.hw import cpu_info
 from optc.codegen.schedules.tune import legalized
@@ -268,3 +271,82 @@ def test_odd_channel_count_is_padded_to_whole_vectors() -> None:
     panels, _, _, _, width = (int(d) for d in fused[0].params[1].shape)
     assert panels * width == 256
     assert_matches_onnxruntime(model)
+
+
+def _residual_expand_model() -> onnx.ModelProto:
+    """ResNet-50's expand conv on a 28x28 map: 1x1, 64 -> 256 channels, bias, the
+    shortcut (another 1x1 conv) added, ReLU; 12.8 M multiply-adds each, so parallel."""
+    rng = np.random.default_rng(5)
+    inits = [
+        _weight(rng, "w", (256, 64, 1, 1)),
+        _weight(rng, "ws", (256, 64, 1, 1)),
+        numpy_helper.from_array(rng.standard_normal(256).astype(np.float32), "b"),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w", "b"], ["c"]),
+        n("Conv", ["x", "ws"], ["s"]),
+        n("Add", ["c", "s"], ["a"]),
+        n("Relu", ["a"], ["y"]),
+    ]
+    return _model(nodes, inits, [1, 64, 28, 28], [1, 256, 28, 28])
+
+
+def test_serial_tile_loops_leave_enough_even_parallel_iterations() -> None:
+    # ResNet-50's 56x56 expand conv on 2 cores: 16 panels x 1 x 56 rows x 10 row tiles;
+    # the 16 panels alone are 8 parallel iterations per core.
+    assert serial_tile_loops([16, 1, 56, 10], 2) == 3
+    assert serial_tile_loops([128, 1, 7, 2], 2) == 3
+    # 21 iterations on 2 cores leave one core idle for 1/21 of the kernel: all 42 stay.
+    assert serial_tile_loops([3, 7, 2], 2) == 0
+    assert serial_tile_loops([2, 14, 3], 2) == 1  # 2 alone are too few
+    assert serial_tile_loops([64], 2) == 0  # one loop stays parallel
+
+
+def test_parallel_tiles_run_in_serial_chunks() -> None:
+    """A parallel conv's tile loops beyond a few iterations per core run serially inside
+    each parallel iteration: the register tile's buffer (TVM allocates it per parallel
+    iteration from the workspace pool) is taken once per chunk, not once per tile."""
+    model = _residual_expand_model()
+    cpu = cpu_info(RUN_TARGET)
+    funcs = _prim_funcs(_scheduled(model))
+    convs = [f for n, f in funcs.items() if "conv2d_packed" in n and "add" in n]
+    assert convs, sorted(funcs)
+    if cpu.cores > 1:
+        for func in convs:
+            text = func.script()
+            extents = [int(e) for e in re.findall(r"T\.parallel\(T\.int64\((\d+)\)\)", text)]
+            assert len(extents) == 1, text
+            # At least 8 x 28 x 5 tiles (256 channels in tiles of 32, 28 rows by 6 or
+            # fewer): far more than the parallel iterations.
+            assert 4 * cpu.cores <= extents[0] <= 256, extents
+    assert_matches_onnxruntime(model)
+
+
+def test_panel_blocks_compute_the_same_conv() -> None:
+    """``Knobs.panel_block`` (off by default) reorders the tile loops into blocks of
+    panels; the kernel computes the same values as the default order."""
+    mod = legalized(from_onnx(_residual_expand_model(), keep_params_in_input=False), RUN_TARGET)
+    funcs = [f for gv, f in mod.functions_items() if "conv2d_packed" in gv.name_hint]
+    assert funcs, [gv.name_hint for gv, _ in mod.functions_items()]
+    func = funcs[0]
+    cpu = cpu_info(RUN_TARGET)
+    rng = np.random.default_rng(6)
+    args = [
+        rng.standard_normal([int(d) for d in p.shape]).astype(str(p.dtype)) for p in func.params
+    ]
+    outputs = []
+    for knobs in (Knobs(), Knobs(panel_block=4)):
+        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+        assert schedule_contraction_with(sch, cpu, knobs)
+        text = sch.mod["main"].script()
+        lib = tvm.compile(
+            tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")}),
+            target=RUN_TARGET,
+        )
+        tensors = [tvm.runtime.tensor(a, tvm.cpu()) for a in args]
+        lib["main"](*tensors)
+        outputs.append((tensors[-1].numpy(), text))
+    (default, default_text), (blocked, blocked_text) = outputs
+    assert blocked_text != default_text
+    np.testing.assert_allclose(blocked, default, rtol=1e-5, atol=1e-5)

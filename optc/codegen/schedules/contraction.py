@@ -3,7 +3,8 @@
 Loop nest produced for ``O[.., r, v] += A[.., r, k] * B[.., k, v]`` (conv: r = output
 column, v = output channel, k = (ky, kx, c_in))::
 
-    parallel for (batch, v_outer, outer, r_outer):     # fused
+    parallel for (batch, v_outer, ...):                # fused: >= 4 iterations per core
+      for (..., outer, r_outer):                       # serial: the rest of the tiles
         acc[rb, nv*lanes] = 0                          # local: lives in registers
         for k...:                                      # reduction, weights panel stays in L2
             for rb (unrolled):
@@ -13,6 +14,30 @@ column, v = output channel, k = (ky, kx, c_in))::
 
 The accumulator tile ``rb x (nv * lanes)`` is sized to fit the register file; ``v`` is the
 contiguous axis of the output and of the weights, ``A`` is broadcast.
+
+Why the tile loops are split into a parallel head and a serial tail
+(``serial_tile_loops``): TVM allocates the tile's local buffer at the top of each
+parallel iteration, through ``TVMBackendAllocWorkspace``/``FreeWorkspace`` (a call into
+the runtime's pool each way, then the accumulators stored to it and read back for the
+epilogue), and with every tile its own parallel iteration that was once per tile. A
+ResNet-50 expand conv (56x56, 64 -> 256 channels, K = 64: ~400 FMA cycles per 6x2 tile)
+spent ~30 % of its time there: the same kernel made serial ran 0.69x the time. With
+the tiles of a chunk serial inside one parallel iteration, per kernel, alone, one
+thread, interleaved A/B on a 2-core Zen 3 under load: ResNet-50's 1x1 convs with K = 64
+0.59x (with the residual add) and 0.75x, K = 128 with the residual add 0.69x, 64 -> 64
+0.83x, 256 -> 1024 with the residual add 0.87x, the others 0.90-0.99x.
+
+Inside the whole model (one thread, paired against the unchunked build, under load):
+ResNet-50's 56x56 expand conv 30.7 -> 53.3 GFLOP/s, 28x28 expand 45.5 -> 59.9, 56x56
+projection 47.2 -> 73.4, 64 -> 64 1x1 49.3 -> 72.6, stem 65.6 -> 76.5; whole models 0.90x
+(ResNet-50), 0.86x SqueezeNet, 0.92x Inception v2, 0.93x DenseNet-121, 0.83x
+EfficientNet-Lite0, 0.79x ShuffleNet; two threads 0.94x, 0.91x, 0.93x, 0.95x, 0.86x, 0.82x.
+
+(Tested and refuted, same setting: the weight panel re-reading the whole input from L3
+for lack of reduction-axis blocking. The 1x1 convs reading the biggest inputs, 14x14x1024
+and 28x28x512, were the fastest, 84-88 GFLOP/s alone; the slowest were those with the
+shortest reduction. Blocks of panels, ``Knobs.panel_block``, which keep the rows a tile
+reads in L1 for several panels, are off by default: ``PANEL_BLOCK_BYTES``.)
 """
 
 from __future__ import annotations
@@ -23,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from tvm import s_tir
+from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import SBlockInfo
 from tvm.s_tir.schedule import ExprRV, LoopRV, SBlockRV
 
@@ -90,12 +115,16 @@ class Knobs:
     ``pad_in_tile`` computes the zero-padded input a tile reads inside the tile loop
     (a few rows, in cache) instead of a padded copy of the whole input before the
     kernel; None: the measured default (``pad_in_tile_default``).
+    ``panel_block`` (vector tiles per block) orders the tile loops ``block of panels,
+    rows, panel in block``: the rows a tile reads stay in L1 for every panel of the
+    block; None: ``panel_block_default``; 1: off.
     """
 
     factors: Callable[[s_tir.Schedule, Tile, int, int], tuple[Factor, Factor]] | None = None
     parallel: bool | None = None
     rows_outside: bool = False
     pad_in_tile: bool | None = None
+    panel_block: int | None = None
 
 
 def _divisors(n: int) -> list[int]:
@@ -180,6 +209,30 @@ def _tile_cycles(rows: int, tile_rows: int, vectors: int) -> int:
     return cost + (max(tail * vectors, _FMA_CHAINS) if tail else 0)
 
 
+# Weight bytes of a block of panels (``panel_block_default``); 0: no blocks, the default.
+# 128 KiB took ResNet-50's 14x14 256 -> 1024 expand conv from 0.90x to 0.78x of the
+# unchunked time in the model (7x7 512 -> 2048: 0.89x to 0.83x) but the whole model only
+# to 0.98x of the chunked build, Inception v2 1.01x, DenseNet-121 1.00x (one thread,
+# paired, 2-core Zen 3 under load): within noise, so left to the tuner.
+PANEL_BLOCK_BYTES = 0
+
+
+def panel_block_default(con: Contraction, width: int) -> int:
+    """Vector tiles (panels of ``width`` output channels) per block of the tile loop
+    order ``panel block, rows, panel in block``: the most whose weights fit in
+    ``PANEL_BLOCK_BYTES``."""
+    if not PANEL_BLOCK_BYTES:
+        return 1
+    depth = math.prod(con.extent(k) for k in con.reduce)
+    panel = depth * width * con.dtype_bits // 8
+    total = con.extent(con.vec) // width
+    best = 1
+    for b in _divisors(total):
+        if b * panel <= PANEL_BLOCK_BYTES:
+            best = b
+    return best
+
+
 def pad_in_tile_default(sch: s_tir.Schedule, con: Contraction, pad: SBlockRV) -> bool:
     """The default of ``Knobs.pad_in_tile`` for ``con`` reading the output of ``pad``:
     only for a strided conv without a channel reduction (a stride-2 depthwise conv).
@@ -238,8 +291,17 @@ def schedule_contraction(
     else:
         rows_inner, rows_outer = [], []
     spatial = [loops[k] for k in con.outer]
+    # Panels per block: only with a constant tile width (not a tuner's sampled one).
+    per_block = knobs.panel_block
+    panels = con.extent(con.vec) // (n_vectors * tile.lanes) if isinstance(n_vectors, int) else 0
+    if per_block is None and panels:
+        per_block = panel_block_default(con, n_vectors * tile.lanes)
     if knobs.rows_outside:
         outer = [loops[k] for k in con.weight_batch] + spatial + rows_outer + [v_outer]
+    elif per_block and 1 < per_block < panels and panels % per_block == 0:
+        v_blocks, v_block = sch.split(v_outer, [None, per_block])
+        outer = [loops[k] for k in con.weight_batch] + [v_blocks] + spatial + rows_outer
+        outer.append(v_block)
     else:
         outer = [loops[k] for k in con.weight_batch] + [v_outer] + spatial + rows_outer
     reduce = [loops[k] for k in con.reduce]
@@ -263,15 +325,53 @@ def schedule_contraction(
     sch.unroll(v_vec)
     sch.vectorize(v_lane)
     unroll_and_vectorize(sch, sch.get_loops(writer)[len(outer) :], tile.lanes)
-    fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
     parallel = _macs(con) >= PARALLEL_MIN_MACS if knobs.parallel is None else knobs.parallel
     if cpu.cores > 1 and parallel:
+        # The innermost tile loops stay serial inside each parallel iteration: the
+        # register tile's buffer is allocated once per iteration (module docstring).
+        keep = _serial_tail(sch, outer, cpu.cores)
+        head = outer[: len(outer) - keep]
+        fused = sch.fuse(*head) if len(head) > 1 else head[0]
         sch.parallel(fused)
+    else:
+        keep = 0
+        if len(outer) > 1:
+            sch.fuse(*outer)
     if reduce:
         init = sch.decompose_reduction(block, reduce[0])
-        unroll_and_vectorize(sch, sch.get_loops(init)[1:], tile.lanes)
+        unroll_and_vectorize(sch, sch.get_loops(init)[1 + keep :], tile.lanes)
     logger.debug("contraction %s: tile %s", con.info.name, tile)
     return left
+
+
+# Parallel iterations per core the tile loops must keep; the innermost tile loops
+# beyond that run serially inside each. 0: every tile is one parallel iteration.
+PARALLEL_CHUNKS_PER_CORE = 4
+# At most this fraction of a core idle at the join from a parallel extent the cores do
+# not divide (21 iterations on 2 cores: 11 + 10, 1/21 lost).
+_MAX_IMBALANCE = Fraction(1, 32)
+
+
+def serial_tile_loops(extents: Sequence[int], cores: int) -> int:
+    """How many of the innermost tile loops (of ``extents``, outermost first) to leave
+    out of the parallel loop: the most that leave at least ``PARALLEL_CHUNKS_PER_CORE x
+    cores`` parallel iterations shared evenly enough (``_MAX_IMBALANCE``) among ``cores``;
+    at least one loop stays parallel. Module docstring: the register tile's buffer is
+    allocated once per parallel iteration."""
+    best = 0
+    for keep in range(1, len(extents)):
+        head = math.prod(extents[: len(extents) - keep])
+        idle = Fraction(-(-head // cores) * cores - head, head)
+        if head >= PARALLEL_CHUNKS_PER_CORE * cores and idle <= _MAX_IMBALANCE:
+            best = keep
+    return best if PARALLEL_CHUNKS_PER_CORE else 0
+
+
+def _serial_tail(sch: s_tir.Schedule, outer: list[LoopRV], cores: int) -> int:
+    extents = [sch.get(loop).extent for loop in outer]
+    if not all(isinstance(e, tirx.IntImm) for e in extents):
+        return 0
+    return serial_tile_loops([int(e) for e in extents], cores)
 
 
 def _pad_in_tile(sch: s_tir.Schedule, pad: SBlockRV, tile_loop: LoopRV, lanes: int) -> bool:
