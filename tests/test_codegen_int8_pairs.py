@@ -11,6 +11,8 @@ the layer to the 7-bit kernel (``vnni.PMADDUBSW``), which stays exact.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -182,3 +184,21 @@ def test_pairs_conv_equals_integer_reference(
     assert kernel_in(tir) is expected
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_array_equal(got, conv_reference(x, w, stride, pad, 1))
+
+
+@needs_avx2
+def test_parallel_tiles_run_in_serial_chunks() -> None:
+    """The Fashion-MNIST CNN's second conv on 2 cores: 14 output rows x 14 one-pixel
+    tiles are 14 parallel iterations of 14 serial tiles, not 196 (TVM allocates the
+    tile's accumulator buffer once per parallel iteration, ``serial_tile_loops``), and
+    exact."""
+    x, w = six_bit_operands(np.random.default_rng(9), (1, 32, 14, 14), (64, 32, 3, 3))
+    mod = single_op(
+        x,
+        lambda d: relax.op.nn.conv2d(d, relax.const(w), strides=1, padding=1, out_dtype="int32"),
+    )
+    vm, tir, _ = build(mod, ZEN3)
+    assert kernel_in(tir) is PMADDUBSW_PAIRS
+    assert re.findall(r"T\.parallel\(T\.int64\((\d+)\)\)", tir) == ["14"]
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, conv_reference(x, w, 1, 1, 1))

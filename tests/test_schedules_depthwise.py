@@ -4,6 +4,8 @@ ShuffleNet's depthwise shapes against onnxruntime, and that the schedule really 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -168,3 +170,28 @@ def test_plan_fills_cache_lines_on_large_inputs(model: onnx.ModelProto) -> None:
     assert plans[(1152, 7)][0] == Plan(rows=1, pixels=7, vectors=1, lanes=8)
     assert plans[(136, 28)][1] == Plan(rows=4, pixels=7, vectors=1, lanes=8)
     assert plans[(96, 56)][1] == Plan(rows=4, pixels=8, vectors=1, lanes=16)
+
+
+def test_parallel_row_bands_run_in_serial_chunks(model: onnx.ModelProto) -> None:
+    """On 2 cores the 7x7x1152 conv's 144 channel vectors x 7 one-row bands are 144
+    parallel iterations of 7 serial bands, not 1008: TVM allocates the strip's
+    accumulator buffer once per parallel iteration (``contraction.serial_tile_loops``).
+    ``test_depthwise_convs_match_onnxruntime`` runs them chunked on a multi-core host."""
+    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})
+    mod = legalized(from_onnx(model, keep_params_in_input=False), avx2)
+    convs = _depthwise_functions(mod)
+    with avx2:
+        scheduled = apply_cpu_schedules(mod, avx2)
+    extents = {}
+    for name, func in convs.items():
+        sch = s_tir.Schedule(func)
+        (conv,) = [i for i in normalize_prim_func(sch) or [] if not i.is_injective()]
+        dw = as_depthwise(sch, conv)
+        assert dw is not None
+        text = scheduled[name].script()
+        found = [int(e) for e in re.findall(r"T\.parallel\(T\.int64\((\d+)\)\)", text)]
+        extents[(dw.extent(dw.channel), dw.extent(dw.col))] = found
+    assert extents[(1152, 7)] == [144]
+    assert extents[(240, 28)] == [30]  # 30 channel vectors x 7 bands of 4 rows
+    # 6 channel blocks (of 16) alone are too few for 4 iterations per core: 6 x 14 stay.
+    assert extents[(96, 56)] == [84]

@@ -5,7 +5,8 @@ does 9 or 25 multiply-adds per output, each on its own input: there is no reduct
 channels for the contraction schedule (``contraction.py``) to block, and it ran
 EfficientNet-Lite0's depthwise convs at 6-19 % of peak. The loop nest here::
 
-    parallel for (n, c_outer, y_outer):               # fused; rows x (vectors * lanes)
+    parallel for (n, c_outer, ...):                   # fused: >= 4 iterations per core
+      for (..., y_outer):                             # serial: the rest of the row bands
         for y_inner, x_outer:                         # one strip of ``pixels`` outputs
             acc[pixels, vectors * lanes] = 0          # local: lives in registers
             for ky, kx (unrolled):
@@ -56,7 +57,7 @@ from tvm import s_tir
 from tvm.s_tir.dlight.analysis import SBlockInfo
 
 from .analysis import as_contraction, uses, var_coefficient
-from .contraction import PARALLEL_MIN_MACS
+from .contraction import PARALLEL_MIN_MACS, serial_tile_loops
 from .hw import CACHE_LINE_BYTES, CpuInfo
 from .loops import unroll_and_vectorize, write_tile_from_registers
 
@@ -191,12 +192,22 @@ def schedule_depthwise(
     sch.vectorize(c_lane)
     unroll_and_vectorize(sch, sch.get_loops(writer)[strip:], plan.lanes)
     tiles = [*batch, c_outer, y_outer]
-    fused = sch.fuse(*tiles) if len(tiles) > 1 else tiles[0]
     # The contraction schedule's rule (a thread launch costs a stall on a busy machine):
     # not re-measured for depthwise convs, whose multiply-adds are slower.
     if cpu.cores > 1 and dw.macs >= PARALLEL_MIN_MACS:
-        sch.parallel(fused)
+        # Only the outer tile loops run in parallel, the rest serially inside each
+        # parallel iteration: TVM allocates the strip's accumulator buffer once per
+        # parallel iteration (contraction.py's module docstring).
+        keep = serial_tile_loops([int(sch.get(loop).extent) for loop in tiles], cpu.cores)
+        head = tiles[: len(tiles) - keep]
+        sch.parallel(sch.fuse(*head) if len(head) > 1 else head[0])
+    else:
+        keep = 0
+        if len(tiles) > 1:
+            sch.fuse(*tiles)
     if reduce:
         init = sch.decompose_reduction(block, reduce[0])
-        unroll_and_vectorize(sch, sch.get_loops(init)[strip - len(tiles) + 1 :], plan.lanes)
+        # The init's loops below the strip loop; the serial tile loops stay loops.
+        below = strip - len(tiles) + 1 + keep
+        unroll_and_vectorize(sch, sch.get_loops(init)[below:], plan.lanes)
     logger.debug("depthwise %s: %s", dw.info.name, plan)

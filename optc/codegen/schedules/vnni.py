@@ -6,7 +6,8 @@ when the target has VNNI. One ``vpdpbusd`` multiplies 4 consecutive uint8 activa
 (broadcast) with a 16 x 4 int8 weight tile and adds the 4 products of each row to 16
 int32 lanes: 64 multiply-adds per instruction, four times a float32 FMA. The loop nest::
 
-    parallel for (batch, row_outer, col_outer):
+    parallel for (batch, col_outer, ...):              # fused: >= 4 iterations per core
+      for (..., row_outer):                            # serial: the rest of the tiles
         acc[rows, vectors * 16] = 0                    # int32, in registers
         for ko in K / 4:
             for r in rows (unrolled): for v in vectors (unrolled):
@@ -61,7 +62,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import SBlockInfo
 from tvm.script import tirx as T
 
-from .contraction import PARALLEL_MIN_MACS
+from .contraction import PARALLEL_MIN_MACS, serial_tile_loops
 from .hw import CpuInfo
 from .loops import unroll_and_vectorize, write_tile_from_registers
 
@@ -460,11 +461,19 @@ def schedule_vnni(
         sch, info.block_rv, epilogue.block_rv if epilogue else None, outer[-1]
     )
     unroll_and_vectorize(sch, sch.get_loops(writer)[len(outer) :], kernel.lanes)
-    fused = sch.fuse(*outer)
     if cpu.cores > 1 and math.prod(extents) >= PARALLEL_MIN_MACS:
-        sch.parallel(fused)
+        # Only the outer tile loops run in parallel, the rest serially inside each
+        # parallel iteration: TVM allocates the tile's accumulator buffer once per
+        # parallel iteration (contraction.py's module docstring).
+        keep = serial_tile_loops([int(sch.get(loop).extent) for loop in outer], cpu.cores)
+        head = outer[: len(outer) - keep]
+        sch.parallel(sch.fuse(*head) if len(head) > 1 else head[0])
+    else:
+        keep = 0
+        sch.fuse(*outer)
     init = sch.decompose_reduction(info.block_rv, k_out)
-    unroll_and_vectorize(sch, sch.get_loops(init)[1:], kernel.lanes)
+    # The init's loops below the tile loops; the serial tile loops stay loops.
+    unroll_and_vectorize(sch, sch.get_loops(init)[1 + keep :], kernel.lanes)
     if has_row:
         sch.unroll(r_in)
     sch.unroll(c_vec)
