@@ -17,11 +17,14 @@ on the imported module before layout conversion and folding, makes the arithmeti
     y = astype?(conv2d(x, Wq, out_dtype=float32) * sw)    # int8 codes read in the kernel
 
 and the same for ``matmul`` (a ``Gemm``'s transposed weight is transposed at compile
-time). A padded conv whose activation has a non-zero zero point (the float model pads
-with 0.0, i.e. with the zero point) reads the shifted activation ``int16(xq) - zx`` with
-the conv's own zero padding instead, and needs no correction term (after ReLU the zero
-point is 0 and uint8 is read as is). Weights stay int8 constants; the scales multiply the
-accumulator in the contraction's fused epilogue.
+time); int8 matmuls that read one quantized activation, as a transformer's Q, K
+and V projections do, first become one over their weights concatenated along N, its
+result sliced (``_MergeSharedActivation``). A padded conv whose activation has a
+non-zero zero point (the float model pads with 0.0, i.e. with the zero point) reads the
+shifted activation ``int16(xq) - zx`` with the conv's own zero padding instead, and
+needs no correction term (after ReLU the zero point is 0 and uint8 is read as is).
+Weights stay int8 constants; the scales multiply the accumulator in the contraction's
+fused epilogue.
 
 On CPUs without float16 arithmetic (x86 before AVX512-FP16), a float16 contraction
 (an ``fp16`` layer) reads its float16 operands into a float32 accumulator (``_widened``).
@@ -597,21 +600,246 @@ def _quantized_codes(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class _MergedMatmul:
+    """Matmuls of one quantized activation whose weights are concatenated along N.
+
+    ``members``: the matmuls' variables in binding order; ``outputs``: the variables
+    their slices of the merged result replace (each member's bias add when every member
+    has one, else the member itself); ``codes`` / ``scale`` / ``bias``: the concatenated
+    weight codes, per-channel scales and biases (None: no bias merged)."""
+
+    members: tuple[relax.Var, ...]
+    outputs: tuple[relax.Var, ...]
+    widths: tuple[int, ...]
+    codes: np.ndarray
+    scale: np.ndarray
+    bias: np.ndarray | None
+
+
+def _constant_matmul_weight(
+    expr: relax.Expr, bound: dict[relax.Var, relax.Expr]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``dequantize(int8 codes [K, N], scale, 0)`` with constant operands, one scale or one
+    per output column: the codes and the ``N`` scales."""
+    while isinstance(expr, relax.Var) and expr in bound:
+        expr = bound[expr]
+    if _op_name(expr) != "relax.dequantize" or str(expr.ty.dtype) != "float32":
+        return None
+    codes, scale, zero = (_const(a) for a in expr.args[:3])
+    if codes is None or scale is None or zero is None:
+        return None
+    if codes.dtype != np.int8 or codes.ndim != 2 or np.any(zero != 0):
+        return None
+    if scale.size == 1:
+        return codes, np.full(codes.shape[1], float(scale.reshape(-1)[0]), np.float32)
+    if int(expr.attrs.axis) % 2 != 1 or scale.size != codes.shape[1]:
+        return None
+    return codes, scale.reshape(-1).astype(np.float32)
+
+
+def _merge_key(
+    call: relax.Expr, bound: dict[relax.Var, relax.Expr]
+) -> tuple[tuple[Any, ...], np.ndarray, np.ndarray] | None:
+    """For ``matmul(dequantize(xq, s, z), constant int8 weight)``: the key its merge group
+    shares (the codes' variable, s, z, K, and whether the codes are 7-bit: a merged
+    weight with one 8-bit code would move every member off ``vpmaddubsw``), the codes
+    and the scales."""
+    if _op_name(call) != "relax.matmul" or str(call.ty.dtype) != "float32":
+        return None
+    act = call.args[0]
+    while isinstance(act, relax.Var) and act in bound:
+        act = bound[act]
+    if _op_name(act) != "relax.dequantize" or str(act.ty.dtype) != "float32":
+        return None
+    qparams, data = _per_tensor_qparams(act), act.args[0]
+    if qparams is None or not isinstance(data, relax.Var):
+        return None
+    if str(data.ty.dtype) not in _INT_ACTIVATIONS:
+        return None
+    weight = _constant_matmul_weight(call.args[1], bound)
+    if weight is None:
+        return None
+    codes, scale = weight
+    seven_bit = bool(codes.min() >= -64 and codes.max() <= 63)
+    return (data, *qparams, codes.shape[0], seven_bit), codes, scale
+
+
+def _merge_groups(func: relax.Function) -> list[_MergedMatmul]:
+    """The merge groups of ``func``'s dataflow blocks: two or more int8 matmuls of one
+    block that read the same quantized activation (same codes, scale and zero point)."""
+    if not isinstance(func.body, relax.SeqExpr):
+        return []
+    bound: dict[relax.Var, relax.Expr] = {}
+    # the bindings that read each variable; None: the function returns it
+    users: dict[relax.Var, list[relax.VarBinding | None]] = {}
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            if isinstance(binding, relax.VarBinding):
+                bound[binding.var] = binding.value
+                for var in _vars_in(binding.value):
+                    users.setdefault(var, []).append(binding)
+    for var in _vars_in(func.body.body):
+        users.setdefault(var, []).append(None)
+    groups = []
+    for block in func.body.blocks:
+        if not isinstance(block, relax.DataflowBlock):
+            continue
+        found: list[tuple[tuple[Any, ...], relax.Var, np.ndarray, np.ndarray]] = []
+        for binding in block.bindings:
+            if isinstance(binding, relax.VarBinding):
+                key = _merge_key(binding.value, bound)
+                if key is not None:
+                    found.append((key[0], binding.var, key[1], key[2]))
+        keys: list[tuple[Any, ...]] = []
+        for key, *_ in found:
+            if not any(_same_key(key, k) for k in keys):
+                keys.append(key)
+        for key in keys:
+            members = [(v, c, s) for k, v, c, s in found if _same_key(k, key)]
+            if len(members) < 2:
+                continue
+            group = _merged(members, users)
+            if group is not None:
+                groups.append(group)
+    return groups
+
+
+def _vars_in(expr: relax.Expr) -> set[relax.Var]:
+    found: set[relax.Var] = set()
+
+    def visit(node: relax.Expr) -> None:
+        if isinstance(node, relax.Var):
+            found.add(node)
+
+    relax.analysis.post_order_visit(expr, visit)
+    return found
+
+
+def _same_key(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    return a[0].same_as(b[0]) and a[1:] == b[1:]
+
+
+def _merged(
+    members: list[tuple[relax.Var, np.ndarray, np.ndarray]],
+    users: dict[relax.Var, list[relax.VarBinding | None]],
+) -> _MergedMatmul | None:
+    """The group of ``members`` (variable, codes, scales), with each member's bias add
+    merged too where every member's only user is ``add(member, constant [N])``; None
+    where only some members have one."""
+    biases, adds = [], []
+    for var, codes, _ in members:
+        uses = users.get(var, [])
+        add = uses[0] if len(uses) == 1 else None
+        bias = None
+        if add is not None and _op_name(add.value) == "relax.add":
+            a, b = add.value.args
+            other = b if a.same_as(var) else a if b.same_as(var) else None
+            value = None if other is None else _const(other)
+            # a bias [N] broadcasts along the last axis only: the add keeps the shape
+            if value is not None and value.dtype == np.float32 and value.shape == (
+                codes.shape[1],
+            ):
+                bias = value
+        biases.append(bias)
+        adds.append(None if bias is None else add.var)
+    with_bias = all(b is not None for b in biases)
+    if not with_bias and any(b is not None for b in biases):
+        # The bias add would leave the matmul's epilogue for the slice's kernel, where
+        # it is no longer contracted with the scale multiply into one FMA: a 1-ulp change
+        # flipped one later activation code in MiniLM (output off by 0.11 at a scale of
+        # 5.8, as much as onnxruntime's basic and full optimization levels differ).
+        return None
+    outputs = tuple(adds) if with_bias else tuple(v for v, _, _ in members)
+    if not all(isinstance(v, relax.DataflowVar) for v in outputs):
+        return None  # a slice is a dataflow variable: it cannot replace a block output
+    return _MergedMatmul(
+        members=tuple(v for v, _, _ in members),
+        outputs=outputs,
+        widths=tuple(c.shape[1] for _, c, _ in members),
+        codes=np.concatenate([c for _, c, _ in members], axis=1),
+        scale=np.concatenate([s for _, _, s in members]),
+        bias=np.concatenate(biases) if with_bias else None,
+    )
+
+
+@relax.expr_functor.mutator
+class _MergeSharedActivation(relax.PyExprMutator):
+    """Int8 matmuls that read one quantized activation become one matmul over their
+    weights concatenated along N, the members' results slices of it.
+
+    A MiniLM layer's Q, K and V projections read the same quantized LayerNorm output:
+    three int8 matmuls, three rescale epilogues and three kernel launches become one
+    of each (the slices fuse into their consumers, the reshape / transpose to heads).
+    Each output column's arithmetic is unchanged (integer accumulation, then its own
+    scale and bias), so the result is bit for bit the unmerged one. The merged weight is
+    an ordinary ``dequantize(int8 constant)``: ``_LowerContractions`` lowers it as any
+    other.
+    MiniLM-L6 mixed (all w7a8, Zen 3): 109 -> 97 kernel launches; Q/K/V kernel minima
+    0.74 -> 0.67 ms per run (one 16x384x1152 contraction 105 us against three 384-wide
+    39 us); end to end merged / unmerged 0.95-0.99 on 2 threads (null A/B 1.00-1.02),
+    0.98 on 1 thread, as the null A/B (paired, under load; /tmp/helperE ab.py,
+    2026-12-07)."""
+
+    def __init__(self, mod: tvm.IRModule) -> None:
+        super().__init__(mod)
+        self.first: dict[relax.Var, _MergedMatmul] = {}
+        self.skipped: set[relax.Var] = set()
+        for _, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                for group in _merge_groups(func):
+                    self.first[group.members[0]] = group
+                    self.skipped.update(group.members[1:])
+                    if group.bias is not None:
+                        self.skipped.update(group.outputs)
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:  # TVM visitor name
+        group = self.first.get(binding.var)
+        if group is not None:
+            self._emit_merged(binding, group)
+        elif binding.var not in self.skipped:
+            super().visit_var_binding_(binding)
+
+    def _emit_merged(self, binding: relax.VarBinding, group: _MergedMatmul) -> None:
+        emit = self.builder_.emit
+        weight = relax.op.dequantize(
+            relax.const(group.codes, "int8"),
+            relax.const(group.scale, "float32"),
+            _scalar(0, "int8"),
+            axis=1,
+            out_dtype="float32",
+        )
+        out = emit(relax.op.matmul(self.visit_expr(binding.value.args[0]), emit(weight)))
+        if group.bias is not None:
+            out = emit(relax.op.add(out, relax.const(group.bias, "float32")))
+        last, start = len(binding.var.ty.shape) - 1, 0
+        for var, width in zip(group.outputs, group.widths, strict=True):
+            part = emit(relax.op.strided_slice(out, [last], [start], [start + width]))
+            self.set_var_remap(var, part)
+            start += width
+
+
 def _apply(mutator: relax.PyExprMutator, mod: tvm.IRModule) -> tvm.IRModule:
     return relax.transform.DeadCodeElimination()(rewrite_functions(mutator, mod))
 
 
 def lower_quantized(
-    widen_fp16: bool, float_stem: bool = False, float_depthwise: bool = False
+    widen_fp16: bool,
+    float_stem: bool = False,
+    float_depthwise: bool = False,
+    merge_matmuls: bool = True,
 ) -> tvm.transform.Pass:
     """Integer contractions first (they match on ``dequantize``), then elementwise Q/DQ;
     ``widen_fp16``: float16 contractions accumulate in float32; ``float_stem``: a QDQ
     conv over fewer than 8 input channels computes in float32 (``_float_conv``);
     ``float_depthwise``: int8 depthwise convs run exactly on float32 vectors
-    (``_exact_float_depthwise``)."""
+    (``_exact_float_depthwise``); ``merge_matmuls``: int8 matmuls of one quantized
+    activation run as one (``_MergeSharedActivation``)."""
 
     @tvm.transform.module_pass(opt_level=0, name="OptcLowerQuantized")
     def _lower(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        if merge_matmuls:
+            mod = _apply(_MergeSharedActivation(mod), mod)
         mod = _apply(_LowerContractions(mod, widen_fp16, float_stem, float_depthwise), mod)
         return _apply(_ElementwiseQDQ(mod), mod)
 
@@ -631,12 +859,18 @@ def native_fp16(target: tvm.target.Target) -> bool:
     return False
 
 
-def prepare_quantized(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
-    """The ``prepare`` hook step for CPU targets."""
+def prepare_quantized(
+    mod: tvm.IRModule, target: tvm.target.Target, merge_matmuls: bool = True
+) -> tvm.IRModule:
+    """The ``prepare`` hook step for CPU targets (``merge_matmuls``: see
+    ``lower_quantized``)."""
     from optc.codegen.schedules.vnni_pack import dot_kernels
 
     with target:
         x86 = bool(dot_kernels(target))
         return lower_quantized(
-            widen_fp16=not native_fp16(target), float_stem=x86, float_depthwise=x86
+            widen_fp16=not native_fp16(target),
+            float_stem=x86,
+            float_depthwise=x86,
+            merge_matmuls=merge_matmuls,
         )(mod)
