@@ -329,10 +329,7 @@ def schedule_contraction(
     if cpu.cores > 1 and parallel:
         # The innermost tile loops stay serial inside each parallel iteration: the
         # register tile's buffer is allocated once per iteration (module docstring).
-        keep = _serial_tail(sch, outer, cpu.cores)
-        head = outer[: len(outer) - keep]
-        fused = sch.fuse(*head) if len(head) > 1 else head[0]
-        sch.parallel(fused)
+        keep = parallelize_outer_tiles(sch, outer, cpu.cores)
     else:
         keep = 0
         if len(outer) > 1:
@@ -367,11 +364,17 @@ def serial_tile_loops(extents: Sequence[int], cores: int) -> int:
     return best if PARALLEL_CHUNKS_PER_CORE else 0
 
 
-def _serial_tail(sch: s_tir.Schedule, outer: list[LoopRV], cores: int) -> int:
-    extents = [sch.get(loop).extent for loop in outer]
-    if not all(isinstance(e, tirx.IntImm) for e in extents):
-        return 0
-    return serial_tile_loops([int(e) for e in extents], cores)
+def parallelize_outer_tiles(sch: s_tir.Schedule, tiles: list[LoopRV], cores: int) -> int:
+    """Fuse the outer ``tiles`` loops (outermost first) into one parallel loop, leaving the
+    innermost ``serial_tile_loops`` of them serial inside it; returns how many stay
+    serial (0 where an extent is not static). Shared by the contraction, depthwise and
+    int8 rules: each allocates its register tile's buffer once per parallel iteration."""
+    extents = [sch.get(loop).extent for loop in tiles]
+    static = all(isinstance(e, tirx.IntImm) for e in extents)
+    keep = serial_tile_loops([int(e) for e in extents], cores) if static else 0
+    head = tiles[: len(tiles) - keep]
+    sch.parallel(sch.fuse(*head) if len(head) > 1 else head[0])
+    return keep
 
 
 def _pad_in_tile(sch: s_tir.Schedule, pad: SBlockRV, tile_loop: LoopRV, lanes: int) -> bool:

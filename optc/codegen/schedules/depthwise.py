@@ -57,7 +57,7 @@ from tvm import s_tir
 from tvm.s_tir.dlight.analysis import SBlockInfo
 
 from .analysis import as_contraction, uses, var_coefficient
-from .contraction import PARALLEL_MIN_MACS, serial_tile_loops
+from .contraction import PARALLEL_MIN_MACS, parallelize_outer_tiles
 from .hw import CACHE_LINE_BYTES, CpuInfo
 from .loops import unroll_and_vectorize, write_tile_from_registers
 
@@ -198,9 +198,7 @@ def schedule_depthwise(
         # Only the outer tile loops run in parallel, the rest serially inside each
         # parallel iteration: TVM allocates the strip's accumulator buffer once per
         # parallel iteration (contraction.py's module docstring).
-        keep = serial_tile_loops([int(sch.get(loop).extent) for loop in tiles], cpu.cores)
-        head = tiles[: len(tiles) - keep]
-        sch.parallel(sch.fuse(*head) if len(head) > 1 else head[0])
+        keep = parallelize_outer_tiles(sch, tiles, cpu.cores)
     else:
         keep = 0
         if len(tiles) > 1:

@@ -62,7 +62,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import SBlockInfo
 from tvm.script import tirx as T
 
-from .contraction import PARALLEL_MIN_MACS, serial_tile_loops
+from .contraction import PARALLEL_MIN_MACS, parallelize_outer_tiles
 from .hw import CpuInfo
 from .loops import unroll_and_vectorize, write_tile_from_registers
 
@@ -465,9 +465,7 @@ def schedule_vnni(
         # Only the outer tile loops run in parallel, the rest serially inside each
         # parallel iteration: TVM allocates the tile's accumulator buffer once per
         # parallel iteration (contraction.py's module docstring).
-        keep = serial_tile_loops([int(sch.get(loop).extent) for loop in outer], cpu.cores)
-        head = outer[: len(outer) - keep]
-        sch.parallel(sch.fuse(*head) if len(head) > 1 else head[0])
+        keep = parallelize_outer_tiles(sch, outer, cpu.cores)
     else:
         keep = 0
         sch.fuse(*outer)
