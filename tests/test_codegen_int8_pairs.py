@@ -21,6 +21,7 @@ from test_codegen_quantized_exact import (  # noqa: E402
     ZEN3,
     build,
     conv_reference,
+    int_conv,
     needs_avx2,
     single_op,
 )
@@ -173,17 +174,10 @@ def test_pairs_conv_equals_integer_reference(
         (1, channels, size, size),
         (out_channels, channels, kernel, kernel),
     )
-    pad = kernel // 2
-    mod = single_op(
-        x,
-        lambda d: relax.op.nn.conv2d(
-            d, relax.const(w), strides=stride, padding=pad, out_dtype="int32"
-        ),
-    )
-    vm, tir, _ = build(mod, ZEN3)
+    vm, tir, _ = build(int_conv(x, w, stride), ZEN3)
     assert kernel_in(tir) is expected
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
-    np.testing.assert_array_equal(got, conv_reference(x, w, stride, pad, 1))
+    np.testing.assert_array_equal(got, conv_reference(x, w, stride, kernel // 2, 1))
 
 
 @needs_avx2

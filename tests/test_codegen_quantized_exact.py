@@ -108,6 +108,18 @@ def single_op(x: np.ndarray, build: Callable[[relax.Expr], relax.Expr]) -> tvm.I
     return bb.get()
 
 
+
+def int_conv(x: np.ndarray, w: np.ndarray, stride: int) -> tvm.IRModule:
+    """``main(x)``: the zero-padded ("same" for odd kernels) integer conv of ``x`` with the
+    constant ``w``, accumulating in int32."""
+    pad = w.shape[-1] // 2
+    return single_op(
+        x,
+        lambda d: relax.op.nn.conv2d(
+            d, relax.const(w), strides=stride, padding=pad, out_dtype="int32"
+        ),
+    )
+
 @pytest.mark.parametrize(
     "shape",
     [(37, 24, 40), (16, 384, 64), (49, 192, 96), (1, 320, 200)],
@@ -266,21 +278,14 @@ def test_spatial_conv_as_implicit_gemm_equals_integer_reference(
         (1, channels, size, size),
         (out_channels, channels, kernel, kernel),
     )
-    pad = kernel // 2
-    mod = single_op(
-        x,
-        lambda d: relax.op.nn.conv2d(
-            d, relax.const(w), strides=stride, padding=pad, out_dtype="int32"
-        ),
-    )
-    vm, tir, asm = build(mod, ZEN3)
+    vm, tir, asm = build(int_conv(x, w, stride), ZEN3)
     # 4 consecutive k must be 4 channels of one pixel: C % 4 == 0
     expected = None if channels % 4 else packed_for(implicit_gemm(w), ZEN3)
     assert expected is (None if channels % 4 else PMADDUBSW if seven_bit else AVX2)
     assert ("vnni_conv" in tir) == (expected is not None)
     assert ("vpmaddubsw" in asm) == (expected is PMADDUBSW)
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
-    np.testing.assert_array_equal(got, conv_reference(x, w, stride, pad, 1))
+    np.testing.assert_array_equal(got, conv_reference(x, w, stride, kernel // 2, 1))
 
 
 @needs_avx2
