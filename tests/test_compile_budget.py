@@ -89,7 +89,7 @@ def test_report_documents_the_search(budgeted: CompileResult) -> None:
     assert {"search.passes", "search.predict", "search.accuracy", "search.measure", "build",
             "run", "total"} <= stages.keys()
     for row in report["precision"]:
-        assert row["bits"] in (4, 8, 16) and row["op"] in ("Conv", "Gemm", "MatMul")
+        assert row["bits"] in (4, 6, 8, 16) and row["op"] in ("Conv", "Gemm", "MatMul")
     if "mixed-precision" in chosen["pipeline"]:
         assert report["precision"]
     assert isinstance(report["fusion_groups"], dict)
