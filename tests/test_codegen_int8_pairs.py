@@ -23,6 +23,7 @@ from test_codegen_quantized_exact import (  # noqa: E402
     conv_reference,
     int_conv,
     needs_avx2,
+    planted_operands,
     single_op,
 )
 from tvm import relax  # noqa: E402
@@ -43,12 +44,7 @@ def six_bit_operands(
     """uint8 activations and codes in [-32, 32]: a quarter of the activations 255, an
     eighth of the weights -32 and an eighth 32 (with 255s: 4 x 255 x 32 = 32640 per
     int16 lane), the rest random."""
-    x = rng.integers(0, 256, x_shape).astype(np.uint8)
-    w = rng.integers(-32, 33, w_shape).astype(np.int8)
-    x.reshape(-1)[: x.size // 4] = 255
-    w.reshape(-1)[: w.size // 8] = -32
-    w.reshape(-1)[w.size // 8 : w.size // 4] = 32
-    return x, w
+    return planted_operands(rng, x_shape, w_shape, -32, 32)
 
 
 def kernel_in(tir: str) -> DotKernel | None:

@@ -199,11 +199,24 @@ def seven_bit_operands(
 ) -> tuple[np.ndarray, np.ndarray]:
     """uint8 activations and 7-bit weight codes, the largest pair sums planted:
     255 x -64 + 255 x -64 = -32640 and 255 x 63 twice, next to int16's limits."""
+    return planted_operands(rng, x_shape, w_shape, -64, 63)
+
+
+def planted_operands(
+    rng: np.random.Generator,
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    low: int,
+    high: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 activations and weight codes in [``low``, ``high``], the extremes planted: a
+    quarter of the activations 255, an eighth of the weights ``low`` and an eighth
+    ``high``, the rest random."""
     x = rng.integers(0, 256, x_shape).astype(np.uint8)
-    w = rng.integers(-64, 64, w_shape).astype(np.int8)
+    w = rng.integers(low, high + 1, w_shape).astype(np.int8)
     x.reshape(-1)[: x.size // 4] = 255
-    w.reshape(-1)[: w.size // 8] = -64
-    w.reshape(-1)[w.size // 8 : w.size // 4] = 63
+    w.reshape(-1)[: w.size // 8] = low
+    w.reshape(-1)[w.size // 8 : w.size // 4] = high
     return x, w
 
 
