@@ -10,7 +10,10 @@
 2. The host: a model meta-trained on *all* devices of the dataset, adapted to each
    device from its 10 reference-model rows, predicts the real models of
    ``host_real_v1.jsonl.gz`` (MiniLM, EfficientNet-Lite0, the digits CNN, onnx's light
-   models), which no training file contains.
+   models), which no training file contains. They lie outside the meta-training
+   graphs' feature range, where the network's correction gives way to the fitted prior
+   (``optc.cost.learned_range``; ``--extrapolation 0`` keeps all of it, on inputs
+   clipped to the range).
 
     python benchmarks/latency_predictor.py                      # both parts
     python benchmarks/latency_predictor.py --draws 3 --members 2 --json out.json
@@ -135,6 +138,13 @@ def main() -> None:
         default=MetaConfig().prior,
         help="What the network corrects (MetaConfig.prior).",
     )
+    parser.add_argument(
+        "--extrapolation",
+        type=float,
+        default=MetaConfig().extrapolation,
+        help="Scale (training standard deviations) over which the network's correction "
+        "gives way to the fitted prior outside the training range; 0: kept everywhere.",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--latency",
@@ -162,7 +172,11 @@ def main() -> None:
         return
     torch.set_num_threads(1)  # tiny matrices: threads cost more than they give
     config = dataclasses.replace(
-        MetaConfig(), iterations=args.iterations, bound=args.bound, prior=args.prior
+        MetaConfig(),
+        iterations=args.iterations,
+        bound=args.bound,
+        prior=args.prior,
+        extrapolation=args.extrapolation,
     )
     encoder = GraphEncoder()
     devices = dataset_devices(args.dataset, encoder, args.latency)
@@ -195,7 +209,8 @@ def main() -> None:
     print(
         f"\n{time.perf_counter() - started:.0f} s; K = {args.k}, draws = {args.draws}, "
         f"members = {args.members}, iterations = {args.iterations}, "
-        f"latency = {args.latency}, prior = {args.prior}"
+        f"latency = {args.latency}, prior = {args.prior}, "
+        f"extrapolation = {args.extrapolation}"
     )
     if args.json:
         args.json.write_text(json.dumps([dataclasses.asdict(s) for s in scores], indent=1))

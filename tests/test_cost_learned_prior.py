@@ -208,5 +208,6 @@ def _tiny_model(
     """A one-member model with the ``prior`` mode, trained briefly on two devices."""
     train = {d: s[:60] for d, s in collected.items() if d in ("tvm-1t", "ort-1t")}
     config = MetaConfig(hidden=8, iterations=5, prior=prior)
-    return LearnedLatencyModel(pretrained=False, members=1, config=config,
-                               encoder=encoder).fit(train)
+    return LearnedLatencyModel(pretrained=False, members=1, config=config, encoder=encoder).fit(
+        train
+    )

@@ -256,12 +256,39 @@ def features(graph: Graph, breakdown: Breakdown) -> np.ndarray:
 
 
 _ELEMENTWISE_OPS = frozenset(
-    ("Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Relu", "Clip", "Sigmoid", "HardSwish", "Erf",
-     "Tanh", "Sum", "Where")
+    (
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Pow",
+        "Sqrt",
+        "Relu",
+        "Clip",
+        "Sigmoid",
+        "HardSwish",
+        "Erf",
+        "Tanh",
+        "Sum",
+        "Where",
+    )
 )
 _SHAPE_OPS = frozenset(
-    ("Reshape", "Transpose", "Concat", "Split", "Slice", "Gather", "Shape", "Unsqueeze",
-     "Squeeze", "Flatten", "Expand", "Cast", "Pad")
+    (
+        "Reshape",
+        "Transpose",
+        "Concat",
+        "Split",
+        "Slice",
+        "Gather",
+        "Shape",
+        "Unsqueeze",
+        "Squeeze",
+        "Flatten",
+        "Expand",
+        "Cast",
+        "Pad",
+    )
 )
 _NORM_OPS = frozenset(("LayerNormalization", "BatchNormalization", "ReduceMean"))
 _FREE_OPS = frozenset(("Constant", "Identity", "Dropout"))  # no work at run time

@@ -17,6 +17,7 @@ import torch
 
 from optc.cost.learned_data import EmbeddingSpace
 from optc.cost.learned_features import ENCODER_VERSION
+from optc.cost.learned_range import FeatureRange
 from optc.cost.metasgd import MetaConfig, Params
 from optc.errors import UserInputError
 
@@ -44,6 +45,8 @@ class LearnedState:
     prior_weights: np.ndarray | None = None  # fitted prior's weights; None: roofline prior
     shrink: float = 1.0  # share of the network's correction kept (leave-one-out choice)
     shift: float = 0.0  # log-space offset that goes with that share
+    level: float = 0.0  # the offset with none of it: where an untrusted correction goes
+    feature_range: FeatureRange | None = None  # training range (None: files before it)
 
     def digest(self) -> str:
         sha = hashlib.sha256()
@@ -62,6 +65,7 @@ class LearnedState:
                     self.steps,
                     self.shrink,
                     self.shift,
+                    self.level,
                 )
             ).encode()
         )
@@ -78,6 +82,11 @@ def _tensors(state: LearnedState) -> list[torch.Tensor]:
         found.append(torch.as_tensor(state.embedding))
     if state.prior_weights is not None:
         found.append(torch.as_tensor(state.prior_weights))
+    if state.feature_range is not None:
+        found += [
+            torch.as_tensor(state.feature_range.low),
+            torch.as_tensor(state.feature_range.high),
+        ]
     return found
 
 
@@ -102,6 +111,10 @@ def save_state(state: LearnedState, path: str | Path) -> Path:
         "steps": state.steps,
         "shrink": state.shrink,
         "shift": state.shift,
+        "level": state.level,
+        "feature_range": None
+        if state.feature_range is None
+        else [torch.as_tensor(state.feature_range.low), torch.as_tensor(state.feature_range.high)],
         "prior_weights": None
         if state.prior_weights is None
         else torch.as_tensor(state.prior_weights),
@@ -150,5 +163,9 @@ def load_state(path: str | Path) -> LearnedState:
         steps=int(doc.get("steps", 0)),
         shrink=float(doc.get("shrink", 1.0)),
         shift=float(doc.get("shift", 0.0)),
+        level=float(doc.get("level", 0.0)),
+        feature_range=None
+        if doc.get("feature_range") is None
+        else FeatureRange(*(t.numpy() for t in doc["feature_range"])),
         prior_weights=None if doc.get("prior_weights") is None else doc["prior_weights"].numpy(),
     )

@@ -53,6 +53,11 @@ class MetaConfig:
     ``fitted-depthwise`` — the same with depthwise convolutions a group of their own;
     ``roofline`` — the nominal roofline alone (model files written before the fitted
     prior existed)."""
+    extrapolation: float = 1.0
+    """How fast the network's correction gives way to the fitted prior for a graph outside
+    the meta-training feature range (``learned_range.trust``: the share kept is
+    ``exp(-distance / extrapolation)``, distance in training standard deviations); 0
+    keeps the whole correction everywhere (the network still sees clipped features)."""
 
     def __post_init__(self) -> None:
         if self.prior not in PRIOR_MODES:  # a typo would silently train another prior
