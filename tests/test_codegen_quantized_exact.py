@@ -27,13 +27,18 @@ from optc.codegen.schedules.vnni import (  # noqa: E402
     PMADDUBSW,
     PMADDUBSW_PAIRS,
     VNNI,
+    VNNI_YMM,
     DotKernel,
 )
 from optc.codegen.schedules.vnni_pack import dot_kernels  # noqa: E402
 
 TARGET = tvm.target.Target(host_target())
 INSTRUCTION = {
-    VNNI: "vpdpbusd", AVX2: "pmadd.wd", PMADDUBSW: "pmadd.ub.sw", PMADDUBSW_PAIRS: "pmadd.ub.sw"
+    VNNI: "vpdpbusd.512",
+    VNNI_YMM: "vpdpbusd.256",
+    AVX2: "pmadd.wd",
+    PMADDUBSW: "pmadd.ub.sw",
+    PMADDUBSW_PAIRS: "pmadd.ub.sw",
 }
 # x86 with AVX2 and without AVX-512 VNNI: the target of the vpmaddubsw kernel.
 ZEN3 = tvm.target.Target(
@@ -136,6 +141,32 @@ def test_packed_matmul_equals_integer_reference(shape: tuple[int, int, int]) -> 
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     want = x.astype(np.int64) @ w.astype(np.int64)
     np.testing.assert_array_equal(got, want)
+
+
+needs_vnni = pytest.mark.skipif(
+    VNNI not in dot_kernels(TARGET), reason="this host has no AVX-512 VNNI"
+)
+
+
+@needs_vnni
+@pytest.mark.parametrize(
+    ("rows", "depth", "cols"),
+    [(3136, 144, 24), (784, 240, 40), (37, 24, 40), (1, 1280, 1000)],
+    ids=["effnet-144-24", "effnet-240-40", "odd-rows", "classifier"],
+)
+def test_eight_wide_outputs_take_256_bit_vpdpbusd(rows: int, depth: int, cols: int) -> None:
+    """Output widths that are a multiple of 8 but not of 16 (EfficientNet-Lite0's 24- and
+    40-channel project convs) run on 256-bit ``vpdpbusd`` on a VNNI CPU, not on AVX2's
+    ``vpmaddwd``: 8-bit codes at their extremes (-128, 127 next to 255) stay exact."""
+    x, w = operands(np.random.default_rng(cols), (1, rows, depth), (depth, cols))
+    assert packed_for(w) is (VNNI_YMM if cols % 16 else VNNI)
+    mod = single_op(x, lambda d: relax.op.matmul(d, relax.const(w), out_dtype="int32"))
+    vm, tir, asm = build(mod, TARGET)
+    assert INSTRUCTION[packed_for(w)] in tir
+    assert "pmadd" not in tir and "vpmaddwd" not in asm
+    assert ("ymm" in asm.split("vpdpbusd", 1)[1].split("\n", 1)[0]) == bool(cols % 16)
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, x.astype(np.int64) @ w.astype(np.int64))
 
 
 def conv_reference(x: np.ndarray, w: np.ndarray, stride: int, pad: int, groups: int) -> np.ndarray:

@@ -29,7 +29,7 @@ fused epilogue.
 On CPUs without float16 arithmetic (x86 before AVX512-FP16), a float16 contraction
 (an ``fp16`` layer) reads its float16 operands into a float32 accumulator (``_widened``).
 On x86 the int8 matmuls and 1x1 convolutions are then packed for ``vpdpbusd`` (AVX-512
-VNNI, 16-wide outputs) or, 8-wide and on every width on CPUs without VNNI, AVX2's
+VNNI, 16-wide outputs, or 8-wide on 256-bit vectors) or, 8-wide on CPUs without VNNI, AVX2's
 ``vpmaddubsw`` (weights whose codes are all 7-bit, as ``optc.quant`` emits them for such
 CPUs) or ``vpmaddwd`` (any code) (``schedules/vnni_pack.py``). A stem conv (fewer than 8
 input channels) stays float32 on those CPUs (``_float_conv``), and a depthwise conv

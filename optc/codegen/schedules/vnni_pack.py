@@ -9,8 +9,9 @@ channel axis) and weight folding, on targets with AVX-512 VNNI. The contraction 
   ->
     acc = call_tir(packed_dense, xq, Wp)               # Wp[N/16, K/4, 16, 4], packed here
 
-whose loop nest ``vnni.py`` schedules and tensorizes (on AVX2, where VNNI is missing or
-the output width is not a multiple of 16: ``vpmaddubsw`` on pairs of K-groups,
+whose loop nest ``vnni.py`` schedules and tensorizes (with VNNI, output widths that are a
+multiple of 8 but not of 16 on 256-bit ``vpdpbusd``, ``Wp[N/8, K/4, 8, 4]``,
+``vnni.VNNI_YMM``; on AVX2 without VNNI: ``vpmaddubsw`` on pairs of K-groups,
 ``Wp[N/8, K/8, 2, 8, 4]``, when every weight code lies in [-32, 32] and K (a spatial
 conv's channels) is a multiple of 8, ``vnni.PMADDUBSW_PAIRS``; else ``vpmaddubsw`` on
 ``Wp[N/8, K/4, 8, 4]`` when every code lies in [-64, 63], ``vnni.PMADDUBSW``; else
@@ -45,7 +46,7 @@ from tvm.target import codegen
 from optc.codegen.relax_rewrite import rewrite_functions
 
 from .hw import has_vnni
-from .vnni import AVX2, PAIRS_MIN_K, PMADDUBSW, PMADDUBSW_PAIRS, VNNI, DotKernel
+from .vnni import AVX2, PAIRS_MIN_K, PMADDUBSW, PMADDUBSW_PAIRS, VNNI, VNNI_YMM, DotKernel
 
 logger = logging.getLogger(__name__)
 
@@ -162,20 +163,27 @@ def _spatial_conv(call: relax.Call) -> SpatialConv | None:
 
 
 def dot_kernels(target: tvm.target.Target) -> tuple[DotKernel, ...]:
-    """The packed int8 kernels ``target`` runs, preferred first: VNNI (16-wide outputs),
-    then AVX2 ``vpmaddubsw`` on pairs of K-groups (8-wide, weights whose codes all lie
-    in [-32, 32]: ``optc.quant``'s 6-bit codes, K a multiple of 8), then ``vpmaddubsw``
-    (8-wide, 7-bit codes, what ``optc.quant`` emits for "8-bit" weights on such targets),
-    then AVX2 ``vpmaddwd`` (8-wide, any code: EfficientNet's 24- and 40-channel layers
-    on a VNNI CPU too, whose AVX2 instructions remain); none off x86."""
+    """The packed int8 kernels ``target`` runs, preferred first. With AVX-512 VNNI:
+    ``vpdpbusd`` on 16-wide outputs, then on 8-wide ones (256-bit, ``vnni.VNNI_YMM``:
+    EfficientNet-Lite0's 24- and 40-channel project convs, which ran on ``vpmaddwd``),
+    then AVX2 ``vpmaddwd`` (K a multiple of 2 only). Without it, on AVX2: ``vpmaddubsw``
+    on pairs of K-groups (8-wide, weights whose codes all lie in [-32, 32]:
+    ``optc.quant``'s 6-bit codes, K a multiple of 8), then ``vpmaddubsw`` (8-wide, 7-bit
+    codes, what ``optc.quant`` emits for "8-bit" weights on such targets), then
+    ``vpmaddwd`` (8-wide, any code). None off x86."""
     if target.kind.name != "llvm":
         return ()
     try:
         avx2 = bool(codegen.target_has_features("avx2", target))
     except (RuntimeError, ValueError):  # an LLVM target of another architecture
         return ()
-    avx2_kernels = (PMADDUBSW_PAIRS, PMADDUBSW, AVX2) if avx2 else ()
-    return (*((VNNI,) if has_vnni(target) else ()), *avx2_kernels)
+    if has_vnni(target):
+        # 8-wide outputs on 256-bit ``vpdpbusd`` (``vnni.VNNI_YMM``), any code: the
+        # ``vpmaddubsw`` kernels would only add 7- or 6-bit conditions to it (and their
+        # packing is VNNI_YMM's: the schedule runs it with ``vpdpbusd`` on VNNI CPUs)
+        ymm = (VNNI_YMM,) if codegen.target_has_features("avx512vl", target) else ()
+        return (VNNI, *ymm, *((AVX2,) if avx2 else ()))
+    return (PMADDUBSW_PAIRS, PMADDUBSW, AVX2) if avx2 else ()
 
 
 def dot_kernel(target: tvm.target.Target) -> DotKernel | None:
