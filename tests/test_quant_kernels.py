@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 
 import optc
-from optc.quant import Options
-from optc.quant.kernels import code_bits_for_flags, int8_code_bits, six_bit_kernel
+from optc.quant import Options, quantize_mixed
+from optc.quant.kernels import (
+    code_bits_for_flags,
+    float_depthwise,
+    int8_code_bits,
+    six_bit_kernel,
+)
 from optc.quant.latency import INT8_PAIRS, INT8_PMADDUBSW, INT8_VNNI, host_rates
 from optc.quant.layers import quantizable_layers
 from optc.quant.numerics import LayerPrecision, code_label, quantize_weight, weight_error
@@ -144,3 +149,58 @@ def test_proxy_prices_six_bit_codes_on_the_pairs_kernel() -> None:
     vnni = host_rates({"avx2", "avx512_vnni"})
     assert all(vnni.layer_seconds(layer, W6A8) == vnni.layer_seconds(layer, W8A8)
                for layer in layers)
+
+
+# -- depthwise convs: float32 compute where optc packs int8 (x86 with AVX2) ------------------
+def test_float_depthwise_per_target() -> None:
+    """The code generator computes int8 depthwise convs on float32 vectors where it has
+    packed int8 kernels (x86 with AVX2), elsewhere as integer loops."""
+    pytest.importorskip("tvm")
+    from optc.codegen.host_cpu import host_triple
+
+    triple = host_triple()
+    if not triple.startswith("x86_64"):
+        pytest.skip("x86 LLVM targets")
+    assert float_depthwise({"kind": "llvm", "mtriple": triple, "mcpu": "znver3"})
+    assert float_depthwise({"kind": "llvm", "mtriple": triple, "mcpu": "znver4"})
+    assert not float_depthwise({"kind": "llvm", "mtriple": triple, "mcpu": "znver3",
+                                "mattr": ["-avx2"]})
+    assert not float_depthwise({"kind": "llvm", "mtriple": "aarch64-linux-gnu",
+                                "mcpu": "cortex-a72"})
+    assert not float_depthwise({"kind": "cuda", "arch": "sm_87"})
+
+
+def test_search_keeps_depthwise_convs_fp32_where_they_compute_in_float(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """EfficientNet-Lite0's stem and first two blocks (two depthwise convs), a drop that
+    every layer fits: on a host computing int8 depthwise convs in float32 they stay fp32
+    (no faster as int8, only less accurate), every other layer is int8; asked to, the
+    search quantizes them too, and the fp32 ones cost less fidelity."""
+    pytest.importorskip("tvm")
+    import model_zoo
+
+    from optc.ir.graph import Value
+    from optc.passes.eliminate_dead_code import EliminateDeadCode
+    from optc.pipeline import PassContext, parse_pipeline
+
+    if not float_depthwise(None):
+        pytest.skip("this host computes int8 depthwise convs as integer loops")
+    full = parse_pipeline("fold-constants,fold-batchnorm,eliminate-dead-code").run(
+        optc.load_onnx(model_zoo.efficientnet_onnx(tmp_path_factory, dynamo=False))).graph
+    output = quantizable_layers(full)[5].key  # block 1's project conv
+    graph = EliminateDeadCode().run(full.replace(outputs=(Value(
+        output, full.value(output).dtype, full.value(output).shape),)), PassContext())
+    photos = np.concatenate([model_zoo.sample_photo(0), model_zoo.sample_photo(1)])
+    ctx = PassContext(calibration={"image": photos})
+    quick = dict(max_drop=1.0, bits=(8,), metric="cosine", int8_code_bits=8,
+                 hutchinson_samples=1, sensitivity_samples=2, dependencies=False)
+    kinds = {layer.key: layer.kind for layer in quantizable_layers(graph)}
+    assert sorted(kinds.values()).count("depthwise") == 2
+    _, kept = quantize_mixed(graph, ctx, Options(**quick))
+    _, quantized = quantize_mixed(graph, ctx, Options(**quick, int8_depthwise=True))
+    assert kept is not None and quantized is not None
+    assert kept.bits() == {k: "fp32" if kind == "depthwise" else "w8a8"
+                           for k, kind in kinds.items()}
+    assert set(quantized.bits().values()) == {"w8a8"}
+    assert kept.drop < quantized.drop

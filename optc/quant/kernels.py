@@ -66,6 +66,37 @@ def six_bit_kernel(target: Any = None) -> bool:
     return int8_code_bits(target) == PMADDUBSW_CODE_BITS
 
 
+def float_depthwise(target: Any = None) -> bool:
+    """Whether ``optc.codegen`` computes ``target``'s (as for ``int8_code_bits``) int8
+    depthwise convs on float32 vectors (``quantized._exact_float_depthwise``): on x86 with
+    AVX2. There an int8 depthwise conv is no faster than its fp32 form and only less
+    accurate (EfficientNet-Lite0 all-w8a8 on a Zen 4, its 16 depthwise convs fp32
+    instead: 0.999x the time, paired, logit cosine 0.9929 -> 0.9954), so the
+    ``mixed-precision`` search leaves them fp32 (``plan.Options.int8_depthwise``)."""
+    return _packs_int8(target)
+
+
+def _packs_int8(target: Any) -> bool:
+    """Whether ``target`` has packed int8 dot kernels (``vnni_pack.dot_kernels``: x86
+    with AVX2), which is where ``optc.codegen.quantized`` computes depthwise convs and
+    stems in float32."""
+    tvm_target = _tvm_target_dict(target)
+    if tvm_target is None or not ({"mcpu", "mattr", "mtriple"} & set(tvm_target)):
+        if tvm_target is not None and tvm_target.get("kind") != "llvm":
+            return False
+        return "avx2" in cpu_flags()
+    if tvm_target.get("kind") != "llvm":
+        return False
+    arch = str(tvm_target.get("mtriple", "x86_64")).split("-", 1)[0].lower()
+    if arch not in _X86:
+        return False
+    import tvm
+
+    from optc.codegen.schedules.vnni_pack import dot_kernels
+
+    return bool(dot_kernels(tvm.target.Target(dict(tvm_target))))
+
+
 def code_bits_for_flags(flags: Collection[str]) -> int:
     """The same decision from ``/proc/cpuinfo`` flags: AVX2 without AVX-512 VNNI (the
     256-bit AVX-VNNI of Alder Lake is not used by optc) -> 7."""

@@ -112,7 +112,10 @@ INT8_STEM = 1.0
 # 0.82, 1.02, 1.07 (0.97). (The int32 loop they replace measured 0.82-1.21 in the
 # same runs; end to end, EfficientNet-Lite0 all-int8 ran 0.70x as long with the float
 # form on host code, 0.93x on znver3 code: /tmp/helperC dw_e2e.py.) Elsewhere the
-# int32 loop keeps the nominal int8 factor.
+# int32 loop keeps the nominal int8 factor. EfficientNet-Lite0 all-w8a8 but its 16
+# depthwise convs fp32 took 0.999x the time of all-w8a8 (Zen 4, paired, one thread), so
+# on x86 the search leaves them fp32 (``plan.Options.int8_depthwise``): these factors
+# price them only when it is asked to quantize them.
 INT8_DEPTHWISE_VNNI = 0.90
 INT8_DEPTHWISE_AVX2 = 0.97
 

@@ -27,7 +27,7 @@ from optc.quant.emit import (
     takes_smoothing,
 )
 from optc.quant.evaluate import Evaluator, Measure, Metric
-from optc.quant.kernels import PAIRS_CODE_BITS, int8_code_bits
+from optc.quant.kernels import PAIRS_CODE_BITS, float_depthwise, int8_code_bits
 from optc.quant.latency import LatencyFn, latency_model, on_pairs_kernel
 from optc.quant.layers import Layer, neighbors, quantizable_layers, with_observed_macs
 from optc.quant.numerics import (
@@ -75,6 +75,10 @@ class Options:
     # ``optc.quant.kernels.six_bit_kernel``), when 8 is in ``bits`` with 8-bit
     # activations; ``bits`` naming 6 asks for it too; False: never.
     six_bit: bool | None = None
+    # Depthwise convs at 8-bit activations also where the target computes their int8
+    # form on float32 vectors (x86 with AVX2, ``kernels.float_depthwise``): False keeps
+    # them fp32 there, where int8 costs accuracy and buys no speed.
+    int8_depthwise: bool = False
 
     def __post_init__(self) -> None:
         if self.int8_code_bits not in (None, 7, 8):
@@ -218,10 +222,15 @@ def quantize_mixed(graph: Graph, ctx: PassContext,
     def evaluate(assignment: Assignment) -> Trial:
         return _trial(session, assignment, latency, options.max_drop)
 
+    float_dw = not options.int8_depthwise and float_depthwise(ctx.target)
+
     def eligible(precision: LayerPrecision, key: str) -> bool:
+        layer = session.by_key[key]
+        if float_dw and precision.act_bits == 8 and layer.kind == "depthwise":
+            return False
         # 6-bit codes only where the 6-bit kernel runs them: EfficientNet-Lite0 all-w6a8
         # (depthwise convs and the stem included) lost 0.085 logit cosine, all-w7a8 0.023
-        return precision.weight_bits != PAIRS_CODE_BITS or on_pairs_kernel(session.by_key[key])
+        return precision.weight_bits != PAIRS_CODE_BITS or on_pairs_kernel(layer)
 
     result = bisect_ladder([layer.key for layer in layers], ladder, order_for, evaluate,
                            eligible)
