@@ -129,7 +129,9 @@ def test_depthwise_convs_are_left_to_their_own_rule() -> None:
             assert contraction_macs(func) is None
         elif contraction_macs(func) is not None:
             contractions += 1
-    assert depthwise >= 3 and contractions >= 10
+    # How many distinct packed conv functions remain depends on the vector width (convs
+    # whose padded weight panels coincide share one function): 9 with AVX-512, 10+ AVX2.
+    assert depthwise >= 3 and contractions >= 8
 
 
 def test_parallel_kernels_get_no_serial_variant() -> None:
