@@ -29,6 +29,7 @@ from optc.codegen.relax_pipeline import (
     ModuleHook,
     default_prepare,
     default_schedule,
+    is_gpu,
     relax_pipeline,
 )
 from optc.codegen.signature import TensorSpec, output_specs
@@ -74,12 +75,16 @@ class BuiltModule:
             from tvm.support import cc
 
             if shutil.which(self.cross_compiler) is None:
-                raise UserInputError(f"cross compiler {self.cross_compiler!r} not found on PATH "
-                                     "(Debian/Ubuntu: apt-get install g++-aarch64-linux-gnu)")
+                raise UserInputError(
+                    f"cross compiler {self.cross_compiler!r} not found on PATH "
+                    "(Debian/Ubuntu: apt-get install g++-aarch64-linux-gnu)"
+                )
             kwargs["fcompile"] = cc.cross_compiler(self.cross_compiler)
         elif self.library_arch != machine_arch():
-            raise UserInputError(f"the target's host code is for {self.library_arch}, this "
-                                 f"machine is {machine_arch()}: give a cross compiler")
+            raise UserInputError(
+                f"the target's host code is for {self.library_arch}, this "
+                f"machine is {machine_arch()}: give a cross compiler"
+            )
         try:
             self.executable.export_library(str(path), **kwargs)
         except RuntimeError as exc:  # tvm.support.cc reports compiler failures this way
@@ -88,21 +93,38 @@ class BuiltModule:
         return path
 
 
-def build(graph: Graph, tvm_target: Mapping[str, Any] | str,
-          host: Mapping[str, Any] | None = None, cross_compiler: str | None = None, *,
-          shapes: Mapping[str, Sequence[int]] | None = None, prepare: ModuleHook = default_prepare,
-          schedule: ModuleHook = default_schedule, fuse: bool | None = None,
-          byoc: str | NpuSpec | None = None) -> BuiltModule:
+def build(
+    graph: Graph,
+    tvm_target: Mapping[str, Any] | str,
+    host: Mapping[str, Any] | None = None,
+    cross_compiler: str | None = None,
+    *,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    prepare: ModuleHook = default_prepare,
+    schedule: ModuleHook = default_schedule,
+    fuse: bool | None = None,
+    byoc: str | NpuSpec | None = None,
+    merge: bool | None = None,
+    exec_mode: str = "bytecode",
+) -> BuiltModule:
     """Compile ``graph`` for ``tvm_target`` (a TVM target JSON dict, or a TVM tag name).
 
     ``host`` is the host target of a device target (it may also sit in the dict under
     ``"host"``); ``cross_compiler`` links the library for another CPU (e.g.
     ``"aarch64-linux-gnu-g++"``). ``shapes`` fixes symbolic input dimensions;
-    ``prepare`` / ``schedule`` / ``fuse`` configure the Relax pipeline (``relax_pipeline``).
+    ``prepare`` / ``schedule`` / ``fuse`` / ``merge`` configure the Relax pipeline
+    (``relax_pipeline``); ``merge=None`` runs chains of small kernels as one kernel
+    (``small_kernels.py``) on CPUs with the default schedule, so that a custom hook
+    (``benchmarks/profile_kernels.py``, tests that inspect the scheduled kernels) sees
+    and times one kernel per fused group.
     ``byoc`` partitions for an NPU first: a TVM BYOC backend name (its whole pattern
     table) or an ``NpuSpec`` (``NpuSpec.of(target)``: the target's op set and dtypes).
     Where TVM has no code generator for the backend, the NPU regions are built as host
-    code and ``BuiltModule.partition`` says so.
+    code and ``BuiltModule.partition`` says so. ``exec_mode`` is the Relax VM's:
+    ``"compiled"`` makes ``main`` a function of the library (no interpreter, no
+    instrument hook) but costs more than it saves where ``vm["main"]`` is looked up per
+    call, as ``run`` and the benchmarks do: the merged digits CNN 0.96-0.98x with the
+    function held, 2.1-3.1x with a lookup per call (in-memory executable, 2-vCPU Zen 4).
     """
     target = make_target(tvm_target, host)
     inputs = input_specs(graph, shapes)
@@ -112,21 +134,49 @@ def build(graph: Graph, tvm_target: Mapping[str, Any] | str,
     report = None
     if byoc is not None:
         mod, report = _partitioned(mod, byoc)
+    chosen = merge if merge is not None else not is_gpu(target) and schedule is default_schedule
     try:
-        executable = tvm.compile(mod, target=target,
-                                 relax_pipeline=relax_pipeline(target, prepare, schedule, fuse))
+        try:
+            executable = _compile(
+                mod, target, relax_pipeline(target, prepare, schedule, fuse, chosen), exec_mode
+            )
+        except (RuntimeError, ValueError, TypeError) as exc:
+            if merge is not None or not chosen:
+                raise
+            # The merge only saves launches: a merged function TVM fails to lower (as
+            # it did a boolean buffer, small_kernels.py) must not fail the model.
+            log.warning("compiling without merged small kernels: %s", first_line(exc))
+            executable = _compile(
+                mod, target, relax_pipeline(target, prepare, schedule, fuse), exec_mode
+            )
     except (RuntimeError, ValueError, TypeError) as exc:  # TVM's C++ errors arrive as these
-        raise UserInputError(f"TVM could not compile {graph.name!r} for {target.kind.name}: "
-                             f"{first_line(exc)}") from exc
+        raise UserInputError(
+            f"TVM could not compile {graph.name!r} for {target.kind.name}: {first_line(exc)}"
+        ) from exc
     binaries = compile_cuda_kernels(executable, target) if target.kind.name == "cuda" else ()
     elapsed = time.perf_counter() - started
     log.info("compiled %r for %s in %.1f s", graph.name, target.kind.name, elapsed)
-    return BuiltModule(executable, graph, json.loads(str(target)), cross_compiler, inputs,
-                       outputs, binaries, elapsed, report)
+    return BuiltModule(
+        executable,
+        graph,
+        json.loads(str(target)),
+        cross_compiler,
+        inputs,
+        outputs,
+        binaries,
+        elapsed,
+        report,
+    )
 
 
-def _partitioned(mod: tvm.IRModule, byoc: str | NpuSpec) -> tuple[tvm.IRModule,
-                                                                  PartitionReport]:
+def _compile(
+    mod: tvm.IRModule, target: tvm.target.Target, pipeline: tvm.transform.Pass, exec_mode: str
+) -> Any:
+    """The Relax VM executable of ``mod`` (TVM's errors propagate)."""
+    return tvm.relax.build(mod, target, relax_pipeline=pipeline, exec_mode=exec_mode)
+
+
+def _partitioned(mod: tvm.IRModule, byoc: str | NpuSpec) -> tuple[tvm.IRModule, PartitionReport]:
     """The module to compile and the partition report.
 
     Without the backend's code generator the partitioned regions cannot be lowered; the
@@ -137,15 +187,22 @@ def _partitioned(mod: tvm.IRModule, byoc: str | NpuSpec) -> tuple[tvm.IRModule,
         parted, report = partition(mod, byoc)
     except (RuntimeError, ValueError, TypeError) as exc:  # TVM's C++ errors arrive as these
         name = byoc if isinstance(byoc, str) else byoc.byoc
-        raise UserInputError(f"TVM could not partition the model for {name}: "
-                             f"{first_line(exc)}") from exc
-    log.info("%s partition: %d regions, %d tensors crossing, NPU ops %s", report.byoc,
-             report.regions, report.crossings, dict(report.npu_ops))
+        raise UserInputError(
+            f"TVM could not partition the model for {name}: {first_line(exc)}"
+        ) from exc
+    log.info(
+        "%s partition: %d regions, %d tensors crossing, NPU ops %s",
+        report.byoc,
+        report.regions,
+        report.crossings,
+        dict(report.npu_ops),
+    )
     return (parted if report.npu_code == "codegen" else mod), report
 
 
-def make_target(tvm_target: Mapping[str, Any] | str,
-                host: Mapping[str, Any] | None = None) -> tvm.target.Target:
+def make_target(
+    tvm_target: Mapping[str, Any] | str, host: Mapping[str, Any] | None = None
+) -> tvm.target.Target:
     """A ``tvm.target.Target``; TVM's refusal becomes a one-line ``UserInputError``."""
     if isinstance(tvm_target, Mapping) and host is not None and "host" in tvm_target:
         raise UserInputError("the TVM target already names a host; do not pass host as well")
@@ -153,6 +210,6 @@ def make_target(tvm_target: Mapping[str, Any] | str,
     try:
         return tvm.target.Target(spec, host=None if host is None else dict(host))
     except (ValueError, TypeError, RuntimeError) as exc:
-        raise UserInputError(f"TVM refuses the target {json.dumps(spec)}: "
-                             f"{first_line(exc)}") from exc
-
+        raise UserInputError(
+            f"TVM refuses the target {json.dumps(spec)}: {first_line(exc)}"
+        ) from exc

@@ -51,8 +51,13 @@ def gpu_schedule(mod: IRModule, target: tvm.target.Target) -> IRModule:
     functions that are scheduled, so applying them here again costs nothing and keeps
     every GPU target (not only CUDA) correct.
     """
-    rules = dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
-                                    dl.gpu.GeneralReduction(), dl.gpu.Fallback())
+    rules = dl.ApplyDefaultSchedule(
+        dl.gpu.Matmul(),
+        dl.gpu.GEMV(),
+        dl.gpu.Reduction(),
+        dl.gpu.GeneralReduction(),
+        dl.gpu.Fallback(),
+    )
     with target:
         return rules(mod)
 
@@ -91,8 +96,10 @@ def backend_stages(target: tvm.target.Target) -> ModuleType:
     """
     name = _BACKENDS.get(target.kind.name) or ("gpu_generic" if is_gpu(target) else None)
     if name is None:
-        raise UserInputError(f"TVM target kind {target.kind.name!r} is not supported by optc's "
-                             f"code generator (supported: {sorted(_BACKENDS)} and GPUs)")
+        raise UserInputError(
+            f"TVM target kind {target.kind.name!r} is not supported by optc's "
+            f"code generator (supported: {sorted(_BACKENDS)} and GPUs)"
+        )
     return importlib.import_module(f"tvm.relax.backend.{name}.pipeline")
 
 
@@ -109,14 +116,22 @@ def legalize_passes(target: tvm.target.Target, fuse: bool) -> list[tvm.transform
     return [*stages.library_dispatch_passes(target), relax.transform.LegalizeOps()]
 
 
-def relax_pipeline(target: tvm.target.Target, prepare: ModuleHook = default_prepare,
-                   schedule: ModuleHook = default_schedule,
-                   fuse: bool | None = None) -> tvm.transform.Pass:
+def relax_pipeline(
+    target: tvm.target.Target,
+    prepare: ModuleHook = default_prepare,
+    schedule: ModuleHook = default_schedule,
+    fuse: bool | None = None,
+    merge: bool = False,
+) -> tvm.transform.Pass:
     """A module pass running TVM's default stages for ``target`` with optc's hooks.
 
     ``fuse=None`` fuses operators when optc's own schedules run (they schedule an
     epilogue inside its producer's tile) and otherwise only on GPUs, as ``tvm.compile``
-    does; pass ``schedule=keep`` for TVM's untouched defaults.
+    does; pass ``schedule=keep`` for TVM's untouched defaults. ``merge`` runs each chain
+    of small scheduled kernels as one (``small_kernels.py``: a launch-bound model pays a
+    fixed cost per kernel call); off here, so that whoever times or inspects kernels
+    (the tuner's in-context check, ``tune_verify.py``) sees one per fused group;
+    ``build`` turns it on.
     """
     stages = backend_stages(target)
     if fuse is None:
@@ -128,7 +143,12 @@ def relax_pipeline(target: tvm.target.Target, prepare: ModuleHook = default_prep
         with target:
             mod = tvm.transform.Sequential(legalize)(prepare(mod, target))
             mod = schedule(mod, target)
-            return tvm.transform.Sequential(stages.dataflow_lower_passes(target)
-                                            + stages.finalize_passes(target))(mod)
+            if merge:
+                from optc.codegen.small_kernels import merge_small_kernels
+
+                mod = merge_small_kernels(mod)
+            return tvm.transform.Sequential(
+                stages.dataflow_lower_passes(target) + stages.finalize_passes(target)
+            )(mod)
 
     return _pipeline
