@@ -125,6 +125,10 @@ def schedule_injective(sch: s_tir.Schedule, block: SBlockRV, lanes: int, cores: 
     loops = sch.get_loops(block)
     if not loops:
         return
+    from .transpose import schedule_transpose  # imports this module
+
+    if schedule_transpose(sch, block, lanes, cores):  # NHWC <-> NCHW: 2-D blocks
+        return
     elems = 1
     for loop in loops:
         elems *= extent(sch, loop) or PARALLEL_MIN_ELEMS
