@@ -38,6 +38,17 @@ def vectorizable_nearbyint(enabled: bool = True, level: int = 10) -> None:
 vectorizable_nearbyint()
 
 
+def expr_children(node: object) -> list[ir.expr.Expr]:
+    """The operand expressions of a TIR expression node (binary ops, casts, selects,
+    calls), for the walks over a block's store value."""
+    children = [
+        getattr(node, f, None)
+        for f in ("a", "b", "value", "condition", "true_value", "false_value")
+    ]
+    children += list(getattr(node, "args", None) or [])
+    return [child for child in children if isinstance(child, ir.expr.Expr)]
+
+
 def extent(sch: s_tir.Schedule, loop: LoopRV) -> int | None:
     """Static extent of ``loop`` or None."""
     ext = sch.get(loop).extent
@@ -267,14 +278,8 @@ def _select_boundaries(sch: s_tir.Schedule, block: SBlockRV) -> set[int]:
             cut(node.condition)
         elif isinstance(node, ir.Call) and node.op.same_as(_IF_THEN_ELSE):
             cut(node.args[0])
-        children = [
-            getattr(node, f, None)
-            for f in ("a", "b", "value", "condition", "true_value", "false_value")
-        ]
-        children += list(getattr(node, "args", None) or [])
-        for child in children:
-            if isinstance(child, ir.expr.Expr):
-                visit(child)
+        for child in expr_children(node):
+            visit(child)
 
     store = stmt.body
     if isinstance(store, tirx.BufferStore):

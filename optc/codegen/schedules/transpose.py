@@ -22,7 +22,7 @@ import tvm
 from tvm import ir, s_tir, tirx
 from tvm.s_tir.schedule import SBlockRV
 
-from .loops import PARALLEL_MIN_ELEMS, extent, parallel_prefix
+from .loops import PARALLEL_MIN_ELEMS, expr_children, extent, parallel_prefix
 
 # Narrower blocks than this do not fill a vector worth the tiling.
 _MIN_BLOCK = 4
@@ -53,14 +53,8 @@ def _loads(node: object, found: list[tvm.ir.TensorLoad]) -> None:
     if isinstance(node, tvm.ir.TensorLoad):
         found.append(node)
         return
-    children = [
-        getattr(node, f, None)
-        for f in ("a", "b", "value", "condition", "true_value", "false_value")
-    ]
-    children += list(getattr(node, "args", None) or [])
-    for child in children:
-        if isinstance(child, ir.expr.Expr):
-            _loads(child, found)
+    for child in expr_children(node):
+        _loads(child, found)
 
 
 def as_permutation(sch: s_tir.Schedule, block: SBlockRV) -> Permutation | None:

@@ -108,49 +108,38 @@ def _dot_desc(lanes: int, group: int) -> tirx.PrimFunc:
     return desc
 
 
-@T.prim_func(s_tir=True)
-def _dot_vnni(
-    a: T.Buffer((4,), "uint8", offset_factor=1),
-    b: T.Buffer((16, 4), "int8", offset_factor=1),
-    c: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
-) -> None:
-    with T.sblock("root"):
-        T.reads(c[0:16], a[0:4], b[0:16, 0:4])
-        T.writes(c[0:16])
-        # LLVM 17+ declares the multiplicands as <64 x i8> (older versions: <16 x i32>).
-        a_i32 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
-        a_u8 = T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64")
-        c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-            c.vload([0], dtype="int32x16"),
-            a_u8,
-            b.vload([0, 0], dtype="int8x64"),
-            dtype="int32x16",
-        )
+def _dot_vnni(lanes: int) -> tirx.PrimFunc:
+    """``vpdpbusd`` on ``lanes`` int32 accumulators (16: zmm; 8: the 256-bit form of
+    AVX-512 VL), 4 uint8 x int8 products each, every code; TVMScript takes the sizes
+    from this closure."""
+    width = 4 * lanes
+    intrinsic = f"llvm.x86.avx512.vpdpbusd.{32 * lanes}"
+    acc_type, code_type, act_type = f"int32x{lanes}", f"int8x{width}", f"uint8x{width}"
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        a: T.Buffer((4,), "uint8", offset_factor=1),
+        b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+            T.writes(c[0:lanes])
+            # LLVM 17+ declares the multiplicands as <N x i8> (older versions: <N/4 x i32>).
+            a_i32 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
+            a_u8 = T.reinterpret(T.broadcast(a_i32, lanes), dtype=act_type)
+            c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(intrinsic),
+                c.vload([0], dtype=acc_type),
+                a_u8,
+                b.vload([0, 0], dtype=code_type),
+                dtype=acc_type,
+            )
+
+    return impl
 
 
 VNNI_YMM_INTRIN = "optc_dot_8x4_vnni256_local"
-
-
-@T.prim_func(s_tir=True)
-def _dot_vnni_ymm(
-    a: T.Buffer((4,), "uint8", offset_factor=1),
-    b: T.Buffer((8, 4), "int8", offset_factor=1),
-    c: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
-) -> None:
-    with T.sblock("root"):
-        T.reads(c[0:8], a[0:4], b[0:8, 0:4])
-        T.writes(c[0:8])
-        # The 256-bit form of ``_dot_vnni`` (AVX-512 VL): 32 multiply-adds, every code.
-        a_i32 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
-        a_u8 = T.reinterpret(T.broadcast(a_i32, 8), dtype="uint8x32")
-        c[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"),
-            c.vload([0], dtype="int32x8"),
-            a_u8,
-            b.vload([0, 0], dtype="int8x32"),
-            dtype="int32x8",
-        )
 
 
 AVX2_INTRIN = "optc_dot_8x2_pmaddwd_local"
@@ -322,7 +311,9 @@ class DotKernel:
         return self.intrin
 
 
-VNNI = DotKernel("vnni", LANES, GROUP, "int8", _MAX_ACC, INTRIN, _dot_desc(LANES, GROUP), _dot_vnni)
+VNNI = DotKernel(
+    "vnni", LANES, GROUP, "int8", _MAX_ACC, INTRIN, _dot_desc(LANES, GROUP), _dot_vnni(LANES)
+)
 # 16 ymm registers: 12 accumulators, the rest for the broadcast pair and weight tiles.
 AVX2 = DotKernel("avx2", 8, 2, "int8", 12, AVX2_INTRIN, _dot_desc(8, 2), _dot2_pmaddwd)
 # Weight codes ``vpmaddubsw`` cannot saturate on: 7-bit, oneDNN's AVX2 int8 "scale
@@ -360,7 +351,7 @@ PMADDUBSW_PAIRS = DotKernel(
 # weight is packed as ``PMADDUBSW``'s ``[N/8, K/4, 8, 4]`` (``vnni_pack``), and on a VNNI
 # CPU the schedule runs that packing with this instruction (exact for every code).
 VNNI_YMM = DotKernel(
-    "vnni-ymm", 8, GROUP, "int8", _MAX_ACC, VNNI_YMM_INTRIN, _dot_desc(8, GROUP), _dot_vnni_ymm
+    "vnni-ymm", 8, GROUP, "int8", _MAX_ACC, VNNI_YMM_INTRIN, _dot_desc(8, GROUP), _dot_vnni(8)
 )
 KERNELS = (VNNI, AVX2, PMADDUBSW, PMADDUBSW_PAIRS)
 """The packings ``packed_kernel`` tells apart (``VNNI_YMM`` shares ``PMADDUBSW``'s)."""
