@@ -187,6 +187,25 @@ def test_cli_two_threads_in_a_fresh_process(tmp_path: Path) -> None:
     assert "1 models, 3 devices" in done.stdout
 
 
+def test_cli_wide_models_are_the_large_family(tmp_path: Path) -> None:
+    """``--wide N`` adds N models of the ``wide`` family (the size of the large real CNNs)
+    after the ordinary ones, measured like them."""
+    from click.testing import CliRunner
+
+    from optc.cli.latency_collect import command
+    from optc.latency.arch import LARGE_MIN_MACS, sample_large_specs
+
+    out = tmp_path / "wide.jsonl"
+    args = ["--no-reference", "--models", "0", "--wide", "1", "--devices", "ort-1t",
+            "--repeat", "1", "-o", str(out)]
+    result = CliRunner().invoke(command, args)
+    assert result.exit_code == 0, result.output
+    rows = load_dataset(out)
+    (expected,) = sample_large_specs(1, seed=0)
+    assert [(r.model, r.device) for r in rows] == [(expected.key(), "ort-1t")]
+    assert expected.macs() >= LARGE_MIN_MACS and rows[0].flops >= 2 * LARGE_MIN_MACS
+
+
 def _digits_like(folder: Path) -> Path:
     from optc.frontend import save_onnx
 

@@ -18,6 +18,10 @@ DEFAULT_DEVICES = "tvm-1t,tvm-2t,ort-1t,ort-2t,torch-1t,ort-int8-1t"
                    "torch-2t, ort-int8-1t, rpc:<key> (with --rpc-tracker/--rpc-key).")
 @click.option("--models", "count", default=100, show_default=True, type=click.IntRange(0),
               metavar="N", help="Generated architectures to measure (after the reference set).")
+@click.option("--wide", "wide_count", default=0, show_default=True, type=click.IntRange(0),
+              metavar="N", help="Also N generated 'wide' models (AlexNet/VGG-sized convolutions "
+                                "and fully connected layers, 20-800 ms on the host), the size "
+                                "of the large real CNNs that the ordinary families do not reach.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the architecture sampler.")
 @click.option("--reference/--no-reference", default=True, show_default=True,
               help="Measure the 10 fixed reference models (the device embedding) first.")
@@ -34,9 +38,9 @@ DEFAULT_DEVICES = "tvm-1t,tvm-2t,ort-1t,ort-2t,torch-1t,ort-int8-1t"
 @rpc_options
 @click.option("--rpc-target", default="host", show_default=True, metavar="NAME",
               help="The optc target a remote device's code is compiled for.")
-def command(devices: str, count: int, seed: int, reference: bool, zoo_names: str,
-            onnx_files: tuple[str, ...], repeat: int, out: Path, rpc_tracker: str | None,
-            rpc_key: str | None, rpc_target: str) -> None:
+def command(devices: str, count: int, wide_count: int, seed: int, reference: bool,
+            zoo_names: str, onnx_files: tuple[str, ...], repeat: int, out: Path,
+            rpc_tracker: str | None, rpc_key: str | None, rpc_target: str) -> None:
     """Measure models on devices into the latency dataset OUT (resumable).
 
     Each model is compiled and timed on every device in turn; the file is rewritten
@@ -45,7 +49,7 @@ def command(devices: str, count: int, seed: int, reference: bool, zoo_names: str
     """
     from optc.compiler.rpc import rpc_from_options
     from optc.errors import UnknownNameError
-    from optc.latency.arch import reference_specs, sample_specs
+    from optc.latency.arch import reference_specs, sample_large_specs, sample_specs
     from optc.latency.collect import Model, collect
     from optc.latency.devices import make_devices
     from optc.latency.models import ZOO_MODELS
@@ -59,6 +63,7 @@ def command(devices: str, count: int, seed: int, reference: bool, zoo_names: str
     chosen = make_devices(names, rpc=rpc_from_options(rpc_tracker, rpc_key),
                           rpc_target=rpc_target)
     models: list[Model] = [*(reference_specs() if reference else []), *sample_specs(count, seed)]
+    models += sample_large_specs(wide_count, seed) if wide_count else []
     models += [f"zoo:{name}" for name in zoo]
     models += list(onnx_files)
     samples = collect(models, chosen, out, repeat, progress=lambda text: click.echo(text,
