@@ -242,6 +242,21 @@ def test_shipped_meta_training_set() -> None:
         assert graph_for(row).structural_hash() == row.graph_hash
 
 
+def test_shipped_wide_set() -> None:
+    """The large-model supplement: the reference models plus 20 ``wide`` models on every
+    device, each rebuilding to the graph that was measured."""
+    samples = load_dataset(DATA / "wide_v1.jsonl.gz")
+    groups = by_device(samples)
+    references = {spec.key() for spec in reference_specs()}
+    assert len(groups) == 6
+    for device, rows in groups.items():
+        models = {row.model for row in rows}
+        assert references <= models and len(models - references) == 20, device
+        assert all(0 < row.latency_s <= row.p90_s and row.repeats >= 10 for row in rows)
+    wide = [row for row in samples if row.model.startswith("gen:wide:")]
+    assert len(wide) == 120 and graph_for(wide[0]).structural_hash() == wide[0].graph_hash
+
+
 def test_shipped_host_evaluation_set() -> None:
     samples = load_dataset(DATA / "host_real_v1.jsonl.gz")
     models = {row.model for row in samples}
