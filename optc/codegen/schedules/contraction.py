@@ -326,14 +326,9 @@ def schedule_contraction(
     sch.vectorize(v_lane)
     unroll_and_vectorize(sch, sch.get_loops(writer)[len(outer) :], tile.lanes)
     parallel = _macs(con) >= PARALLEL_MIN_MACS if knobs.parallel is None else knobs.parallel
-    if cpu.cores > 1 and parallel:
-        # The innermost tile loops stay serial inside each parallel iteration: the
-        # register tile's buffer is allocated once per iteration (module docstring).
-        keep = parallelize_outer_tiles(sch, outer, cpu.cores)
-    else:
-        keep = 0
-        if len(outer) > 1:
-            sch.fuse(*outer)
+    # The innermost tile loops stay serial inside each parallel iteration: the register
+    # tile's buffer is allocated once per iteration (module docstring).
+    keep = fuse_tile_loops(sch, outer, cpu.cores, parallel)
     if reduce:
         init = sch.decompose_reduction(block, reduce[0])
         unroll_and_vectorize(sch, sch.get_loops(init)[1 + keep :], tile.lanes)
@@ -364,11 +359,17 @@ def serial_tile_loops(extents: Sequence[int], cores: int) -> int:
     return best if PARALLEL_CHUNKS_PER_CORE else 0
 
 
-def parallelize_outer_tiles(sch: s_tir.Schedule, tiles: list[LoopRV], cores: int) -> int:
-    """Fuse the outer ``tiles`` loops (outermost first) into one parallel loop, leaving the
-    innermost ``serial_tile_loops`` of them serial inside it; returns how many stay
-    serial (0 where an extent is not static). Shared by the contraction, depthwise and
-    int8 rules: each allocates its register tile's buffer once per parallel iteration."""
+def fuse_tile_loops(sch: s_tir.Schedule, tiles: list[LoopRV], cores: int, parallel: bool) -> int:
+    """Fuse the ``tiles`` loops (outermost first); returns how many of the innermost stay
+    serial below the fused loop. Serial (``parallel`` false or one core): all of them
+    fused, 0. Parallel: the outer ones fused into one parallel loop, the innermost
+    ``serial_tile_loops`` serial inside it (0 where an extent is not static). Shared by
+    the contraction, depthwise and int8 rules: each allocates its register tile's buffer
+    once per parallel iteration (module docstring)."""
+    if not parallel or cores < 2:
+        if len(tiles) > 1:
+            sch.fuse(*tiles)
+        return 0
     extents = [sch.get(loop).extent for loop in tiles]
     static = all(isinstance(e, tirx.IntImm) for e in extents)
     keep = serial_tile_loops([int(e) for e in extents], cores) if static else 0

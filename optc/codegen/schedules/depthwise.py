@@ -57,7 +57,7 @@ from tvm import s_tir
 from tvm.s_tir.dlight.analysis import SBlockInfo
 
 from .analysis import as_contraction, uses, var_coefficient
-from .contraction import PARALLEL_MIN_MACS, parallelize_outer_tiles
+from .contraction import PARALLEL_MIN_MACS, fuse_tile_loops
 from .hw import CACHE_LINE_BYTES, CpuInfo
 from .loops import unroll_and_vectorize, write_tile_from_registers
 
@@ -194,15 +194,9 @@ def schedule_depthwise(
     tiles = [*batch, c_outer, y_outer]
     # The contraction schedule's rule (a thread launch costs a stall on a busy machine):
     # not re-measured for depthwise convs, whose multiply-adds are slower.
-    if cpu.cores > 1 and dw.macs >= PARALLEL_MIN_MACS:
-        # Only the outer tile loops run in parallel, the rest serially inside each
-        # parallel iteration: TVM allocates the strip's accumulator buffer once per
-        # parallel iteration (contraction.py's module docstring).
-        keep = parallelize_outer_tiles(sch, tiles, cpu.cores)
-    else:
-        keep = 0
-        if len(tiles) > 1:
-            sch.fuse(*tiles)
+    # Only the outer tile loops run in parallel, the rest serially inside each parallel
+    # iteration: TVM allocates the strip's accumulator buffer once per parallel iteration.
+    keep = fuse_tile_loops(sch, tiles, cpu.cores, dw.macs >= PARALLEL_MIN_MACS)
     if reduce:
         init = sch.decompose_reduction(block, reduce[0])
         # The init's loops below the strip loop; the serial tile loops stay loops.

@@ -68,7 +68,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import SBlockInfo
 from tvm.script import tirx as T
 
-from .contraction import PARALLEL_MIN_MACS, parallelize_outer_tiles
+from .contraction import PARALLEL_MIN_MACS, fuse_tile_loops
 from .hw import CpuInfo
 from .loops import unroll_and_vectorize, write_tile_from_registers
 
@@ -492,14 +492,9 @@ def schedule_vnni(
         sch, info.block_rv, epilogue.block_rv if epilogue else None, outer[-1]
     )
     unroll_and_vectorize(sch, sch.get_loops(writer)[len(outer) :], kernel.lanes)
-    if cpu.cores > 1 and math.prod(extents) >= PARALLEL_MIN_MACS:
-        # Only the outer tile loops run in parallel, the rest serially inside each
-        # parallel iteration: TVM allocates the tile's accumulator buffer once per
-        # parallel iteration (contraction.py's module docstring).
-        keep = parallelize_outer_tiles(sch, outer, cpu.cores)
-    else:
-        keep = 0
-        sch.fuse(*outer)
+    # Only the outer tile loops run in parallel, the rest serially inside each parallel
+    # iteration: TVM allocates the tile's accumulator buffer once per parallel iteration.
+    keep = fuse_tile_loops(sch, outer, cpu.cores, math.prod(extents) >= PARALLEL_MIN_MACS)
     init = sch.decompose_reduction(info.block_rv, k_out)
     # The init's loops below the tile loops; the serial tile loops stay loops.
     unroll_and_vectorize(sch, sch.get_loops(init)[1 + keep :], kernel.lanes)
