@@ -37,24 +37,13 @@ def int8_code_bits(target: Any = None) -> int:
     ``target``: an ``optc.target.Target`` (``ctx.target``), a TVM target dict, or None
     for this host. A TVM target that names no CPU (``{"kind": "llvm"}`` before the host
     calibration fills it in) is this host."""
-    tvm_target = _tvm_target_dict(target)
-    if tvm_target is None or not ({"mcpu", "mattr", "mtriple"} & set(tvm_target)):
-        if tvm_target is not None and tvm_target.get("kind") != "llvm":
-            return INT8_CODE_BITS
+    kernels = _dot_kernels(target)
+    if kernels is None:
         return code_bits_for_flags(cpu_flags())
-    if tvm_target.get("kind") != "llvm":
+    if not kernels:  # off x86 or off LLVM: 8-bit codes, without importing TVM
         return INT8_CODE_BITS
-    arch = str(tvm_target.get("mtriple", "x86_64")).split("-", 1)[0].lower()
-    if arch not in _X86:
-        return INT8_CODE_BITS
-    # The kernel choice is the code generator's: ask it (this imports TVM, which a
-    # compile for this target needs anyway).
-    import tvm
-
     from optc.codegen.schedules.vnni import PMADDUBSW, VNNI
-    from optc.codegen.schedules.vnni_pack import dot_kernels
 
-    kernels = dot_kernels(tvm.target.Target(dict(tvm_target)))
     return PMADDUBSW_CODE_BITS if PMADDUBSW in kernels and VNNI not in kernels \
         else INT8_CODE_BITS
 
@@ -72,29 +61,34 @@ def float_depthwise(target: Any = None) -> bool:
     AVX2. There an int8 depthwise conv is no faster than its fp32 form and only less
     accurate (EfficientNet-Lite0 all-w8a8 on a Zen 4, its 16 depthwise convs fp32
     instead: 0.999x the time, paired, logit cosine 0.9929 -> 0.9954), so the
-    ``mixed-precision`` search leaves them fp32 (``plan.Options.int8_depthwise``)."""
-    return _packs_int8(target)
+    ``mixed-precision`` search leaves them fp32 (``plan.Options.int8_depthwise``).
+    Where it has packed int8 dot kernels (x86 with AVX2), ``optc.codegen.quantized``
+    computes depthwise convs and stems in float32."""
+    kernels = _dot_kernels(target)
+    return "avx2" in cpu_flags() if kernels is None else bool(kernels)
 
 
-def _packs_int8(target: Any) -> bool:
-    """Whether ``target`` has packed int8 dot kernels (``vnni_pack.dot_kernels``: x86
-    with AVX2), which is where ``optc.codegen.quantized`` computes depthwise convs and
-    stems in float32."""
+def _dot_kernels(target: Any) -> tuple[Any, ...] | None:
+    """The packed int8 kernels the code generator has for ``target`` (as for
+    ``int8_code_bits``; ``vnni_pack.dot_kernels``: none off x86 or off LLVM), or None
+    where ``target`` is this host, decided from its CPU flags."""
     tvm_target = _tvm_target_dict(target)
     if tvm_target is None or not ({"mcpu", "mattr", "mtriple"} & set(tvm_target)):
         if tvm_target is not None and tvm_target.get("kind") != "llvm":
-            return False
-        return "avx2" in cpu_flags()
+            return ()
+        return None
     if tvm_target.get("kind") != "llvm":
-        return False
+        return ()
     arch = str(tvm_target.get("mtriple", "x86_64")).split("-", 1)[0].lower()
     if arch not in _X86:
-        return False
+        return ()
+    # The kernel choice is the code generator's: ask it (this imports TVM, which a
+    # compile for this target needs anyway).
     import tvm
 
     from optc.codegen.schedules.vnni_pack import dot_kernels
 
-    return bool(dot_kernels(tvm.target.Target(dict(tvm_target))))
+    return dot_kernels(tvm.target.Target(dict(tvm_target)))
 
 
 def code_bits_for_flags(flags: Collection[str]) -> int:
