@@ -117,15 +117,10 @@ def _tensor_bytes(ty: object) -> list[float]:
     dims = getattr(shape, "values", None)
     if dims is None or dtype is None or not all(isinstance(d, (int, tirx.IntImm)) for d in dims):
         return [math.inf]
-    if str(dtype) == "bool" or tvm.DataType(str(dtype)).bits < 8:
+    kind = tvm.DataType(str(dtype))
+    if kind.is_bool or kind.bits < 8:
         # As a buffer inside the merged function a boolean tensor (MiniLM's attention
         # mask) is lowered to code LLVM rejects (``and <16 x i1>, <16 x i8>``, TVM 0.27):
         # kernels writing one, or a sub-byte type, keep their own call.
         return [math.inf]
-    return [float(math.prod(int(d) for d in dims) * _itemsize(str(dtype)))]
-
-
-def _itemsize(dtype: str) -> int:
-    """Bytes per element of ``dtype`` (a sub-byte type counts as one)."""
-    kind = tvm.DataType(dtype)
-    return max(int(kind.bits) * int(kind.lanes) // 8, 1)
+    return [float(math.prod(int(d) for d in dims) * kind.itemsize)]
