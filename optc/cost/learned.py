@@ -166,7 +166,8 @@ class LearnedLatencyModel:
             raise UserInputError("adapting needs at least one measured sample of the device")
         chosen = _choose(samples, k, set(state.space.reference_keys), self.seed)
         features = self._features(chosen)
-        x = _tensor(_standard(features, state))
+        raw = _standard_raw(features, state)
+        x = _tensor(_network_input(raw, state))
         latency = np.array([s.latency_s for s in chosen])
         columns = self._columns(features)
         fitted = state.prior_weights is not None
@@ -223,7 +224,7 @@ class LearnedLatencyModel:
         # moved to relative error too: 29.6 %, but leave-one-device-out references
         # 24.6 -> 25.1 %, so the shift stays in log space.)
         measured = y.numpy().astype(np.float64)
-        trusted = _trust(_standard_raw(features, state), state)
+        trusted = _trust(raw, state)
         level = _relative_offset(-measured)
         shift = level + float(
             np.sum(trusted * (measured - level - trusted * shrink * outputs.mean(axis=0)))
@@ -262,7 +263,7 @@ class LearnedLatencyModel:
         """Latencies and ln-latency deviations for rows of graph features."""
         state = self._trained()
         raw = _standard_raw(features, state)
-        x = _tensor(_standard(features, state))
+        x = _tensor(_network_input(raw, state))
         embedding = _tensor(
             state.embedding if state.embedding is not None else np.asarray(state.space.fallback)
         )
@@ -362,9 +363,9 @@ def _standard_raw(features: np.ndarray, state: LearnedState) -> np.ndarray:
     return (features - state.x_mean) / state.x_std
 
 
-def _standard(features: np.ndarray, state: LearnedState) -> np.ndarray:
-    """What the network sees: standardized features, clipped to the training range."""
-    clipped = np.clip(_standard_raw(features, state), -CLIP, CLIP)
+def _network_input(standardized: np.ndarray, state: LearnedState) -> np.ndarray:
+    """What the network sees: the standardized features, clipped to the training range."""
+    clipped = np.clip(standardized, -CLIP, CLIP)
     return clipped if state.feature_range is None else state.feature_range.clip(clipped)
 
 
