@@ -617,13 +617,19 @@ class _MergedMatmul:
     bias: np.ndarray | None
 
 
+def _bound_value(expr: relax.Expr, bound: dict[relax.Var, relax.Expr]) -> relax.Expr:
+    """``expr`` with variables replaced by the values ``bound`` gives them, transitively."""
+    while isinstance(expr, relax.Var) and expr in bound:
+        expr = bound[expr]
+    return expr
+
+
 def _constant_matmul_weight(
     expr: relax.Expr, bound: dict[relax.Var, relax.Expr]
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """``dequantize(int8 codes [K, N], scale, 0)`` with constant operands, one scale or one
     per output column: the codes and the ``N`` scales."""
-    while isinstance(expr, relax.Var) and expr in bound:
-        expr = bound[expr]
+    expr = _bound_value(expr, bound)
     if _op_name(expr) != "relax.dequantize" or str(expr.ty.dtype) != "float32":
         return None
     codes, scale, zero = (_const(a) for a in expr.args[:3])
@@ -647,9 +653,7 @@ def _merge_key(
     and the scales."""
     if _op_name(call) != "relax.matmul" or str(call.ty.dtype) != "float32":
         return None
-    act = call.args[0]
-    while isinstance(act, relax.Var) and act in bound:
-        act = bound[act]
+    act = _bound_value(call.args[0], bound)
     if _op_name(act) != "relax.dequantize" or str(act.ty.dtype) != "float32":
         return None
     qparams, data = _per_tensor_qparams(act), act.args[0]
