@@ -51,13 +51,15 @@ needs_avx2 = pytest.mark.skipif(
 
 def packed_for(w_kn: np.ndarray, target: tvm.target.Target = TARGET) -> DotKernel | None:
     """The kernel ``vnni_pack`` gives a ``[K, N]`` int8 weight on ``target``: the first
-    of ``dot_kernels`` whose shape fits and that is exact for its codes."""
+    of ``dot_kernels`` for int8 weights whose shape fits and that is exact for its
+    codes."""
     depth, cols = w_kn.shape
     return next(
         (
             k
             for k in dot_kernels(target)
-            if depth % k.group == 0 and cols % k.lanes == 0 and k.exact_for(w_kn)
+            if k.weight_dtype == "int8"
+            and depth % k.group == 0 and cols % k.lanes == 0 and k.exact_for(w_kn)
         ),
         None,
     )

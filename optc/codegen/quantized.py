@@ -197,7 +197,9 @@ class _Resolving(relax.PyExprMutator):
 @relax.expr_functor.mutator
 class _LowerContractions(_Resolving):
     """Rewrite conv2d / matmul over dequantized int8 operands (see the module docstring);
-    with ``widen_fp16``, float16 contractions accumulate in float32."""
+    with ``widen_fp16``, float16 contractions accumulate in float32, as bfloat16 ones
+    always do (``_widened``; ``bf16_dot``: on bfloat16 operands where ``vdpbf16ps`` can
+    run them)."""
 
     def __init__(
         self,
@@ -205,11 +207,13 @@ class _LowerContractions(_Resolving):
         widen_fp16: bool,
         float_stem: bool = False,
         float_depthwise: bool = False,
+        bf16_dot: bool = False,
     ) -> None:
         super().__init__(mod)
         self.widen_fp16 = widen_fp16
         self.float_stem = float_stem
         self.float_depthwise = float_depthwise
+        self.bf16_dot = bf16_dot
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # TVM visitor name
         call = super().visit_call_(call)
@@ -217,29 +221,47 @@ class _LowerContractions(_Resolving):
         if name not in ("relax.nn.conv2d", "relax.matmul"):
             return call
         lowered = self._conv2d(call) if name == "relax.nn.conv2d" else self._matmul(call)
-        if lowered is call and self.widen_fp16:
+        if lowered is call:
             return self._widened(call)
         return lowered
 
     def _widened(self, call: relax.Call) -> relax.Expr:
-        """``conv2d|matmul(x16, w16)`` -> ``astype(conv2d|matmul(x16, w16, out f32), f16)``.
+        """``conv2d|matmul(x16, w16)`` -> ``astype(conv2d|matmul(x, w, out f32), 16)`` for
+        bfloat16 operands, and for float16 ones with ``widen_fp16``.
 
         A CPU without float16 arithmetic (x86 before AVX512-FP16) makes LLVM round every
         float16 multiply-add through float32 conversions: MiniLM's fp16 layers ran 3x
         slower than fp32. Reading float16 operands into a float32 accumulator keeps the
         halved weight bytes, runs at float32 speed and is more accurate; the result is
         rounded to float16 once, as the layer's output type says.
+
+        No CPU adds bfloat16 numbers: TVM's bfloat16 legalization computes in float32 but
+        rounds every partial sum to bfloat16 (a MiniLM-sized matmul: relative error
+        4.7e-2, against 3e-3 summed in float32). Where AVX-512 BF16's ``vdpbf16ps`` runs
+        the contraction (``bf16_dot``: a matmul, or a one-group conv over an even number
+        of channels, ``schedules/vnni_pack``) the operands stay bfloat16; elsewhere both
+        become float32 first (the weight's conversion folds at compile time), so that
+        optc's float32 kernels run it: bfloat16 loads widened in the generic loop ran a
+        matmul 1.8-2.4x slower than float32 (docs/design/bf16-dot-kernels.md). Either
+        way a product of two bfloat16 numbers is exact in float32 and the sum float32.
         """
         dtypes = [str(a.ty.dtype) for a in call.args[:2] if isinstance(a.ty, relax.TensorType)]
-        if dtypes != ["float16", "float16"] or str(call.ty.dtype) != "float16":
+        half = str(call.ty.dtype) if isinstance(call.ty, relax.TensorType) else ""
+        if dtypes != [half, half] or half not in ("bfloat16", "float16"):
             return call
+        if half == "float16" and not self.widen_fp16:
+            return call
+        data, weight = call.args[0], call.args[1]
+        if half == "bfloat16" and not (self.bf16_dot and _pairs_of_channels(call)):
+            data = self.builder_.emit(relax.op.astype(data, "float32"))
+            weight = self.builder_.emit(relax.op.astype(weight, "float32"))
         if call.op.name == "relax.matmul":
-            wide = relax.op.matmul(call.args[0], call.args[1], out_dtype="float32")
+            wide = relax.op.matmul(data, weight, out_dtype="float32")
         else:
             a = call.attrs
             wide = relax.op.nn.conv2d(
-                call.args[0],
-                call.args[1],
+                data,
+                weight,
                 strides=a.strides,
                 padding=a.padding,
                 dilation=a.dilation,
@@ -249,7 +271,7 @@ class _LowerContractions(_Resolving):
                 out_layout=a.out_layout,
                 out_dtype="float32",
             )
-        return relax.op.astype(self.builder_.emit(wide), "float16")
+        return relax.op.astype(self.builder_.emit(wide), half)
 
     def weight(self, expr: relax.Expr) -> IntWeight | None:
         """The int8 constant behind ``expr`` through astype / permute_dims, if any."""
@@ -823,6 +845,20 @@ class _MergeSharedActivation(relax.PyExprMutator):
             start += width
 
 
+def _pairs_of_channels(call: relax.Call) -> bool:
+    """Whether ``vdpbf16ps`` can run the bfloat16 contraction ``call``: a matmul, or a
+    conv2d with one group whose input channels come in pairs (the instruction's unit;
+    a stem conv over 3 channels runs in float32)."""
+    if call.op.name == "relax.matmul":
+        return True
+    weight = call.args[1].ty
+    if int(call.attrs.groups) != 1 or not isinstance(weight, relax.TensorType):
+        return False
+    axis = str(call.attrs.kernel_layout).index("I")
+    channels = weight.shape[axis] if weight.shape is not None else None
+    return isinstance(channels, tvm.tirx.IntImm) and int(channels) % 2 == 0
+
+
 def _apply(mutator: relax.PyExprMutator, mod: tvm.IRModule) -> tvm.IRModule:
     return relax.transform.DeadCodeElimination()(rewrite_functions(mutator, mod))
 
@@ -832,19 +868,23 @@ def lower_quantized(
     float_stem: bool = False,
     float_depthwise: bool = False,
     merge_matmuls: bool = True,
+    bf16_dot: bool = False,
 ) -> tvm.transform.Pass:
     """Integer contractions first (they match on ``dequantize``), then elementwise Q/DQ;
     ``widen_fp16``: float16 contractions accumulate in float32; ``float_stem``: a QDQ
     conv over fewer than 8 input channels computes in float32 (``_float_conv``);
     ``float_depthwise``: int8 depthwise convs run exactly on float32 vectors
     (``_exact_float_depthwise``); ``merge_matmuls``: int8 matmuls of one quantized
-    activation run as one (``_MergeSharedActivation``)."""
+    activation run as one (``_MergeSharedActivation``); ``bf16_dot``: bfloat16
+    contractions ``vdpbf16ps`` can run keep bfloat16 operands (``_widened``)."""
 
     @tvm.transform.module_pass(opt_level=0, name="OptcLowerQuantized")
     def _lower(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         if merge_matmuls:
             mod = _apply(_MergeSharedActivation(mod), mod)
-        mod = _apply(_LowerContractions(mod, widen_fp16, float_stem, float_depthwise), mod)
+        mod = _apply(
+            _LowerContractions(mod, widen_fp16, float_stem, float_depthwise, bf16_dot), mod
+        )
         return _apply(_ElementwiseQDQ(mod), mod)
 
     return _lower
@@ -868,6 +908,7 @@ def prepare_quantized(
 ) -> tvm.IRModule:
     """The ``prepare`` hook step for CPU targets (``merge_matmuls``: see
     ``lower_quantized``)."""
+    from optc.codegen.schedules.hw import has_bf16_dot
     from optc.codegen.schedules.vnni_pack import dot_kernels
 
     with target:
@@ -877,4 +918,5 @@ def prepare_quantized(
             float_stem=x86,
             float_depthwise=x86,
             merge_matmuls=merge_matmuls,
+            bf16_dot=has_bf16_dot(target),
         )(mod)

@@ -20,7 +20,7 @@ from TVM's per-thread workspace pool, both cheaper than the VM's allocation). Th
 nests are not changed, so the arithmetic is exactly the same.
 
 Small: every tensor the kernel writes is at most ``SMALL_OUTPUT_BYTES`` (and of a type of
-8 bits or more, not boolean: ``_tensor_bytes``). The merged
+8 bits or more, not boolean or bfloat16: ``_tensor_bytes``). The merged
 function holds all its intermediates at once (the VM would reuse their memory), so a
 group is at most ``MAX_GROUP`` kernels: at most ``MAX_GROUP x SMALL_OUTPUT_BYTES`` live,
 within the 1 MiB L2 of the Zen 4 and Zen 5 cores.
@@ -118,9 +118,11 @@ def _tensor_bytes(ty: object) -> list[float]:
     if dims is None or dtype is None or not all(isinstance(d, (int, tirx.IntImm)) for d in dims):
         return [math.inf]
     kind = tvm.DataType(str(dtype))
-    if kind.is_bool or kind.bits < 8:
+    if kind.is_bool or kind.bits < 8 or str(dtype) == "bfloat16":
         # As a buffer inside the merged function a boolean tensor (MiniLM's attention
-        # mask) is lowered to code LLVM rejects (``and <16 x i1>, <16 x i8>``, TVM 0.27):
-        # kernels writing one, or a sub-byte type, keep their own call.
+        # mask) is lowered to code LLVM rejects (``and <16 x i1>, <16 x i8>``, TVM 0.27),
+        # and a bfloat16 one becomes float32 (TVM's bfloat16 legalization), which the
+        # ``vdpbf16ps`` kernel reading it as 16-bit pairs cannot take (the build fails in
+        # ``VectorizeLoop``): kernels writing one, or a sub-byte type, keep their own call.
         return [math.inf]
     return [float(math.prod(int(d) for d in dims) * kind.itemsize)]

@@ -27,6 +27,7 @@ class CpuInfo:
     registers: int
     cores: int
     vnni: bool = False  # AVX-512 VNNI: vpdpbusd, uint8 x int8 dot products into int32
+    bf16: bool = False  # AVX-512 BF16: vdpbf16ps, bfloat16 pair products into float32
 
     def lanes(self, dtype_bits: int = 32) -> int:
         """SIMD lanes for elements of ``dtype_bits`` bits (at least 1)."""
@@ -56,7 +57,7 @@ def cpu_info(target: tvm.target.Target) -> CpuInfo:
         bits, regs = 128, 16
     cores = target.attrs.get("num-cores")
     return CpuInfo(vector_bits=bits, registers=regs, cores=int(cores or os.cpu_count() or 1),
-                   vnni=has_vnni(target))
+                   vnni=has_vnni(target), bf16=has_bf16_dot(target))
 
 
 def has_vnni(target: tvm.target.Target) -> bool:
@@ -67,3 +68,14 @@ def has_vnni(target: tvm.target.Target) -> bool:
     if target.kind.name != "llvm" or codegen.llvm_version_major() < _VNNI_LLVM:
         return False
     return _has("avx512vnni", target) and _has("avx512bw", target)
+
+
+def has_bf16_dot(target: tvm.target.Target) -> bool:
+    """Whether ``target`` has AVX-512 BF16's ``vdpbf16ps`` (32 bfloat16 products added in
+    pairs into 16 float32 lanes), which optc's bfloat16 contractions run on
+    (``schedules/bf16_dot.py``); elsewhere a bfloat16 layer is widened to float32.
+
+    The LLVM IR that calls it takes ``<32 x bfloat>`` operands, which LLVM 17 introduced."""
+    if target.kind.name != "llvm" or codegen.llvm_version_major() < _VNNI_LLVM:
+        return False
+    return _has("avx512bf16", target) and _has("avx512bw", target)

@@ -68,6 +68,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import SBlockInfo
 from tvm.script import tirx as T
 
+from . import bf16_dot
 from .contraction import PARALLEL_MIN_MACS, fuse_tile_loops
 from .hw import CpuInfo
 from .loops import unroll_and_vectorize, write_tile_from_registers
@@ -278,7 +279,9 @@ class DotKernel:
     ``weight_range``: the weight codes it computes exactly (None: every int8 code);
     ``halves``: how many ``[lanes, group / halves]`` tiles one weight tile is stored as
     (the packed weight is ``[N/lanes, K/group, lanes, group]`` for 1, else
-    ``[N/lanes, K/group, halves, lanes, group / halves]``)."""
+    ``[N/lanes, K/group, halves, lanes, group / halves]``); ``act_dtype`` /
+    ``acc_dtype``: the activation and accumulator types (uint8 / int32 but for
+    ``BF16``); ``llvm_ir``: LLVM IR the instruction's wrapper needs linked in."""
 
     name: str
     lanes: int
@@ -290,6 +293,9 @@ class DotKernel:
     impl: Callable[..., None]
     weight_range: tuple[int, int] | None = None
     halves: int = 1
+    act_dtype: str = "uint8"
+    acc_dtype: str = "int32"
+    llvm_ir: str | None = None
 
     @property
     def tile(self) -> tuple[int, ...]:
@@ -353,15 +359,41 @@ PMADDUBSW_PAIRS = DotKernel(
 VNNI_YMM = DotKernel(
     "vnni-ymm", 8, GROUP, "int8", _MAX_ACC, VNNI_YMM_INTRIN, _dot_desc(8, GROUP), _dot_vnni(8)
 )
-KERNELS = (VNNI, AVX2, PMADDUBSW, PMADDUBSW_PAIRS)
+# bfloat16 x bfloat16 -> float32 on AVX-512 BF16's ``vdpbf16ps`` (``bf16_dot``), weights
+# packed ``[N/16, K/2, 16, 2]``: the 32 registers hold 24 accumulators as for VNNI.
+BF16 = DotKernel(
+    "bf16",
+    bf16_dot.LANES,
+    bf16_dot.PAIR,
+    "bfloat16",
+    _MAX_ACC,
+    bf16_dot.INTRIN,
+    bf16_dot.dot_desc(),
+    bf16_dot.dot_impl(),
+    act_dtype="bfloat16",
+    acc_dtype="float32",
+    llvm_ir=bf16_dot.WRAPPER_IR,
+)
+# ``BF16`` on activations held as uint16 bits (a padded copy inside a conv kernel,
+# ``bf16_dot.BITS_INTRIN``); same packing, so the schedule picks it by the activation.
+BF16_BITS = dataclasses.replace(
+    BF16,
+    name="bf16-bits",
+    intrin=bf16_dot.BITS_INTRIN,
+    desc=bf16_dot.dot_desc("uint16"),
+    impl=bf16_dot.dot_impl("uint16"),
+    act_dtype="uint16",
+)
+KERNELS = (VNNI, AVX2, PMADDUBSW, PMADDUBSW_PAIRS, BF16)
 """The packings ``packed_kernel`` tells apart (``VNNI_YMM`` shares ``PMADDUBSW``'s)."""
 
 
 def packed_kernel(block: s_tir.SBlock) -> tuple[DotKernel, tirx.Buffer] | None:
-    """The kernel and packed ``[N/lanes, K/group, *tile]`` weight an int32 block reads,
-    if it reads one."""
-    if len(block.writes) != 1 or str(block.writes[0].source.dtype) != "int32":
+    """The kernel and packed ``[N/lanes, K/group, *tile]`` weight an int32 (float32 for
+    ``BF16``) block reads, if it reads one."""
+    if len(block.writes) != 1:
         return None
+    written = str(block.writes[0].source.dtype)
     for region in block.reads:
         buf = region.source
         shape = (
@@ -371,7 +403,8 @@ def packed_kernel(block: s_tir.SBlock) -> tuple[DotKernel, tirx.Buffer] | None:
         )
         for kernel in KERNELS:
             if (
-                str(buf.dtype) == kernel.weight_dtype
+                written == kernel.acc_dtype
+                and str(buf.dtype) == kernel.weight_dtype
                 and len(shape) == 2 + len(kernel.tile)
                 and tuple(shape[2:]) == kernel.tile
             ):
@@ -379,9 +412,15 @@ def packed_kernel(block: s_tir.SBlock) -> tuple[DotKernel, tirx.Buffer] | None:
     return None
 
 
+def _reads_dtype(block: s_tir.SBlock, dtype: str) -> bool:
+    return any(str(region.source.dtype) == dtype for region in block.reads)
+
+
 def kernel_available(kernel: DotKernel, cpu: CpuInfo) -> bool:
     """Whether ``cpu`` runs ``kernel``'s instruction (``vnni_pack`` packs for AVX2 only
     where the target has it; 256-bit vectors are what the schedule needs of it)."""
+    if kernel is BF16:
+        return cpu.bf16
     return cpu.vnni if kernel is VNNI else cpu.vector_bits >= 256
 
 
@@ -460,6 +499,8 @@ def schedule_vnni(
     kernel = found[0]
     if kernel is PMADDUBSW and cpu.vnni:
         kernel = VNNI_YMM  # the same packing; one instruction for every code
+    if kernel is BF16 and _reads_dtype(sch.get(info.block_rv), "uint16"):
+        kernel = BF16_BITS
     kinds = [it.kind for it in info.iters]
     if kinds[-1] != "R" or kinds[:-1] != ["S"] * (len(kinds) - 1) or len(kinds) < 2:
         return False
@@ -502,5 +543,7 @@ def schedule_vnni(
         sch.unroll(r_in)
     sch.unroll(c_vec)
     sch.tensorize(c_lane, kernel.intrinsic())
+    if kernel.llvm_ir is not None:  # the LLVM code generator links it into the module
+        sch.annotate(sch.get_loops(init)[0], "pragma_import_llvm", kernel.llvm_ir)
     logger.debug("%s contraction %s: tile %d x %d", kernel.name, info.name, tile_rows, tile_vectors)
     return True

@@ -45,8 +45,17 @@ from tvm.target import codegen
 
 from optc.codegen.relax_rewrite import rewrite_functions
 
-from .hw import has_vnni
-from .vnni import AVX2, PAIRS_MIN_K, PMADDUBSW, PMADDUBSW_PAIRS, VNNI, VNNI_YMM, DotKernel
+from .hw import has_bf16_dot, has_vnni
+from .vnni import (
+    AVX2,
+    BF16,
+    PAIRS_MIN_K,
+    PMADDUBSW,
+    PMADDUBSW_PAIRS,
+    VNNI,
+    VNNI_YMM,
+    DotKernel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +76,17 @@ def pack_weight(weight: np.ndarray, kernel: DotKernel = VNNI) -> np.ndarray:
     return np.ascontiguousarray(packed)
 
 
+# (activation, weight, accumulator) dtypes of the contractions a dot kernel runs: the
+# integer ones ``optc.codegen.quantized`` lowers QDQ layers to, and bfloat16 layers
+# widened to float32 sums (``quantized._widened``) for ``vnni.BF16``.
+OPERAND_TYPES = (("uint8", "int8", "int32"), ("bfloat16", "bfloat16", "float32"))
+
+
+def _acc_dtype(packed: te.Tensor) -> str:
+    """The accumulator type of a kernel on ``packed``: float32 for bfloat16 weights."""
+    return "float32" if str(packed.dtype) == "bfloat16" else "int32"
+
+
 def _packed_at(packed: te.Tensor, n: Any, k: Any) -> Any:
     """``W[k, n]`` read from a weight packed by ``pack_weight`` (its rank says how)."""
     if len(packed.shape) == 4:
@@ -78,16 +98,17 @@ def _packed_at(packed: te.Tensor, n: Any, k: Any) -> Any:
 
 
 def packed_dense(data: te.Tensor, packed: te.Tensor) -> te.Tensor:
-    """``out[..., n] = sum_k int32(data[..., k]) * int32(W[k, n])`` on the packed weight."""
+    """``out[..., n] = sum_k acc(data[..., k]) * acc(W[k, n])`` on the packed weight
+    (``acc``: int32, or float32 for bfloat16)."""
     depth = data.shape[-1]
     cols = packed.shape[0] * int(packed.shape[-2])
     k = te.reduce_axis((0, depth), name="k")
+    acc = _acc_dtype(packed)
 
     def body(*index: tvm.tirx.Var) -> tvm.tirx.PrimExpr:
         n = index[-1]
         return te.sum(
-            data[(*index[:-1], k)].astype("int32") * _packed_at(packed, n, k).astype("int32"),
-            axis=k,
+            data[(*index[:-1], k)].astype(acc) * _packed_at(packed, n, k).astype(acc), axis=k
         )
 
     return te.compute((*data.shape[:-1], cols), body, name="vnni_dense")
@@ -115,41 +136,70 @@ def packed_conv(data: te.Tensor, packed: te.Tensor, conv: SpatialConv) -> te.Ten
     (kh, kw), (sy, sx) = conv.kernel, conv.strides
     top, left, bottom, right = conv.padding
     padded = data
-    if any(conv.padding):  # as conv_pack.packed_conv pads the float32 convs
+    if any(conv.padding) and str(data.dtype) == "bfloat16":
+        padded = _padded_bits(data, conv.padding)
+    elif any(conv.padding):  # as conv_pack.packed_conv pads the float32 convs
         padded = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, 0], name="pad_temp")
     out_h = (height + top + bottom - kh) // sy + 1
     out_w = (width + left + right - kw) // sx + 1
     cols = int(packed.shape[0]) * int(packed.shape[-2])
     k = te.reduce_axis((0, kh * kw * channels), name="k")
+    acc = _acc_dtype(packed)
 
     def body(n: Any, y: Any, x: Any, o: Any) -> Any:
         tap = padded[n, y * sy + k // (kw * channels), x * sx + k // channels % kw,
                      k % channels]
-        return te.sum(tap.astype("int32") * _packed_at(packed, o, k).astype("int32"), axis=k)
+        if str(padded.dtype) == "uint16":  # a bfloat16 activation's bits
+            tap = tvm.tirx.reinterpret("bfloat16", tap)
+        return te.sum(tap.astype(acc) * _packed_at(packed, o, k).astype(acc), axis=k)
 
     return te.compute((batch, out_h, out_w, cols), body, name="vnni_conv")
 
 
-def _spatial_conv(call: relax.Call) -> SpatialConv | None:
-    """The implicit-GEMM form of a uint8 x int8 -> int32 spatial conv, or None."""
-    if not (isinstance(call.op, Op) and call.op.name == "relax.nn.conv2d"):
-        return None
-    if not isinstance(call.ty, relax.TensorType) or str(call.ty.dtype) != "int32":
-        return None
-    if str(call.args[0].ty.dtype) != "uint8":
+def _operands(call: relax.Call) -> np.ndarray | None:
+    """The constant weight of a contraction whose operand and result types a dot kernel
+    computes (``OPERAND_TYPES``), or None."""
+    if not (isinstance(call.op, Op) and isinstance(call.ty, relax.TensorType)):
         return None
     weight = _const(call.args[1])
+    if weight is None or not isinstance(call.args[0].ty, relax.TensorType):
+        return None
+    types = (str(call.args[0].ty.dtype), str(weight.dtype), str(call.ty.dtype))
+    return weight if types in OPERAND_TYPES else None
+
+
+def _padded_bits(data: te.Tensor, padding: tuple[int, int, int, int]) -> te.Tensor:
+    """The zero-padded NHWC bfloat16 ``data`` as its bits (uint16; 0 is +0.0): TVM's
+    bfloat16 legalization would make a bfloat16 copy allocated in the kernel float32
+    (``bf16_dot.BITS_INTRIN``)."""
+    top, left, bottom, right = padding
+    batch, height, width, channels = (int(d) for d in data.shape)
+
+    def bits(n: Any, y: Any, x: Any, c: Any) -> Any:
+        inside = tvm.tirx.all(y >= top, y < top + height, x >= left, x < left + width)
+        value = tvm.tirx.reinterpret("uint16", data[n, y - top, x - left, c])
+        return tvm.tirx.if_then_else(inside, value, tvm.tirx.const(0, "uint16"))
+
+    shape = (batch, height + top + bottom, width + left + right, channels)
+    return te.compute(shape, bits, name="pad_temp")
+
+
+def _spatial_conv(call: relax.Call) -> SpatialConv | None:
+    """The implicit-GEMM form of a uint8 x int8 -> int32 (or bfloat16 -> float32)
+    spatial conv, or None."""
+    if not (isinstance(call.op, Op) and call.op.name == "relax.nn.conv2d"):
+        return None
+    weight = _operands(call)
     attrs = call.attrs
     if (
         weight is None
-        or weight.dtype != np.int8
         or weight.ndim != 4
         or attrs.data_layout != "NHWC"
         or attrs.kernel_layout != "HWIO"
         or attrs.out_layout != "NHWC"
         or int(attrs.groups) != 1
         or any(int(v) != 1 for v in attrs.dilation)
-        or weight.shape[2] % 4
+        or weight.shape[2] % (2 if weight.dtype != np.int8 else 4)  # channels of a group
     ):
         return None
     kh, kw, channels, outs = weight.shape
@@ -170,26 +220,29 @@ def dot_kernels(target: tvm.target.Target) -> tuple[DotKernel, ...]:
     on pairs of K-groups (8-wide, weights whose codes all lie in [-32, 32]:
     ``optc.quant``'s 6-bit codes, K a multiple of 8), then ``vpmaddubsw`` (8-wide, 7-bit
     codes, what ``optc.quant`` emits for "8-bit" weights on such targets), then
-    ``vpmaddwd`` (8-wide, any code). None off x86."""
+    ``vpmaddwd`` (8-wide, any code). None off x86. With AVX-512 BF16, ``vnni.BF16``
+    first, for bfloat16 contractions."""
     if target.kind.name != "llvm":
         return ()
     try:
         avx2 = bool(codegen.target_has_features("avx2", target))
     except (RuntimeError, ValueError):  # an LLVM target of another architecture
         return ()
+    # bfloat16 contractions (a kernel of their own dtypes: it never competes with the
+    # int8 ones for a constant)
+    bf16 = (BF16,) if has_bf16_dot(target) else ()
     if has_vnni(target):
         # 8-wide outputs on 256-bit ``vpdpbusd`` (``vnni.VNNI_YMM``), any code: the
         # ``vpmaddubsw`` kernels would only add 7- or 6-bit conditions to it (and their
         # packing is VNNI_YMM's: the schedule runs it with ``vpdpbusd`` on VNNI CPUs)
         ymm = (VNNI_YMM,) if codegen.target_has_features("avx512vl", target) else ()
-        return (VNNI, *ymm, *((AVX2,) if avx2 else ()))
-    return (PMADDUBSW_PAIRS, PMADDUBSW, AVX2) if avx2 else ()
+        return (*bf16, VNNI, *ymm, *((AVX2,) if avx2 else ()))
+    return (*bf16, PMADDUBSW_PAIRS, PMADDUBSW, AVX2) if avx2 else bf16
 
 
 def dot_kernel(target: tvm.target.Target) -> DotKernel | None:
     """The preferred packed int8 kernel for ``target`` (``dot_kernels``), if any."""
-    kernels = dot_kernels(target)
-    return kernels[0] if kernels else None
+    return next((k for k in dot_kernels(target) if k.act_dtype == "uint8"), None)
 
 
 def _const(expr: relax.Expr) -> np.ndarray | None:
@@ -197,15 +250,12 @@ def _const(expr: relax.Expr) -> np.ndarray | None:
 
 
 def _dense_weight(call: relax.Call) -> np.ndarray | None:
-    """The ``[K, N]`` int8 weight of a uint8 x int8 -> int32 matmul or 1x1 conv, or None."""
-    if not (isinstance(call.op, Op) and isinstance(call.ty, relax.TensorType)):
+    """The ``[K, N]`` weight of a uint8 x int8 -> int32 (or bfloat16 -> float32) matmul
+    or 1x1 conv, or None."""
+    if not (isinstance(call.op, Op) and call.op.name in ("relax.matmul", "relax.nn.conv2d")):
         return None
-    if call.op.name not in ("relax.matmul", "relax.nn.conv2d"):
-        return None
-    if str(call.ty.dtype) != "int32" or str(call.args[0].ty.dtype) != "uint8":
-        return None
-    weight = _const(call.args[1])
-    if weight is None or weight.dtype != np.int8:
+    weight = _operands(call)
+    if weight is None:
         return None
     if call.op.name == "relax.matmul" and weight.ndim == 2 and call.args[0].ty.ndim >= 2:
         return weight
@@ -240,11 +290,14 @@ class _PackForVnni(relax.PyExprMutator):
         # A spatial conv's group of k must be channels of one pixel (one broadcast word
         # per 4 of them): C % group == 0, not only K % group.
         channels = weight.shape[0] // (conv.kernel[0] * conv.kernel[1]) if conv else 0
+        act = str(call.args[0].ty.dtype)
         kernel = next(
             (
                 k
                 for k in self.kernels
-                if weight.shape[0] % k.group == 0
+                if k.act_dtype == act
+                and k.weight_dtype == str(weight.dtype)
+                and weight.shape[0] % k.group == 0
                 and weight.shape[1] % k.lanes == 0
                 and channels % k.group == 0
                 and (k is not PMADDUBSW_PAIRS or weight.shape[0] >= PAIRS_MIN_K)
