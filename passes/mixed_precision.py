@@ -50,10 +50,18 @@ class MixedPrecision(Pass):
     term is ours (``optc.quant.sensitivity`` gives the reasons and the alternatives
     measured); weights use MSE-optimal per-channel clipping; 4-bit codes are stored as
     int8 (``optc.quant.emit`` says why); 8-bit activations are uint8 QDQ on the layer's
-    input, 16-bit activations mean float16 compute. Where the compile target's int8
-    kernel is AVX2 ``vpmaddubsw`` (x86 without AVX-512 VNNI: ``ctx.target``, else this
-    host), 8-bit weights get 7-bit codes in [-63, 63] so that the kernel is exact and the
-    measured drop is the deployed model's (``optc.quant.kernels``; reported as ``w7a8``).
+    input, 16-bit activations mean 16-bit float compute: bfloat16 where the compile
+    target runs bfloat16 contractions natively (x86 with AVX-512 BF16, ``vdpbf16ps``:
+    ``ctx.target``, else this host; ``optc.quant.kernels.half_dtype``), float16 elsewhere
+    (``half``; the report says which, layers labelled ``bf16``). On x86 without float16
+    arithmetic a float16 layer is widened to float32 and no faster, so the ladder skips
+    it there, while a bfloat16 one is priced faster than fp32 where ``vdpbf16ps`` runs it
+    (matmuls, one-group convs over an even number of channels; depthwise convs have no
+    such form and stay fp32, unless ``int8-depthwise``). Where the
+    compile target's int8 kernel is AVX2 ``vpmaddubsw`` (x86 without AVX-512 VNNI:
+    ``ctx.target``, else this host), 8-bit weights get 7-bit codes in [-63, 63] so that
+    the kernel is exact and the measured drop is the deployed model's
+    (``optc.quant.kernels``; reported as ``w7a8``).
     There, 6-bit weights (codes in [-31, 31], ``w6a8``) run on a faster exact kernel
     (two ``vpmaddubsw`` added in int16 before one ``vpmaddwd``), so the ladder gets a
     ``w6a8`` step below ``w7a8``, ordered and bisected like the others (``six-bit``).
@@ -63,7 +71,7 @@ class MixedPrecision(Pass):
 
     Options: ``max-drop``, ``bits``, ``act-bits``, ``metric``, ``dependencies``,
     ``hutchinson-samples``, ``calib-samples``, ``sensitivity-samples``, ``seed``,
-    ``smooth-outliers``, ``six-bit``, ``int8-depthwise``.
+    ``smooth-outliers``, ``six-bit``, ``int8-depthwise``, ``half``.
 
     Depthwise convs stay fp32 where the target computes their int8 form on float32
     vectors anyway (x86 with AVX2, ``optc.quant.kernels.float_depthwise``): no faster
@@ -105,9 +113,10 @@ class MixedPrecision(Pass):
     bits: tuple[int, ...] = dataclasses.field(default=(4, 8, 16), metadata={
         "help": "weight bit-widths to try below fp32, from {4, 6, 8, 16}; 4, 6 and 8 "
                 "are integer (per-channel symmetric; 6 only with 8-bit activations), "
-                "16 is float16"})
+                "16 is 16-bit float (see half)"})
     act_bits: Literal[8, 16] = dataclasses.field(default=8, metadata={
-        "help": "activations of integer-weight layers: 8 = uint8 QDQ, 16 = float16"})
+        "help": "activations of integer-weight layers: 8 = uint8 QDQ, 16 = 16-bit "
+                "float (see half)"})
     metric: Literal["auto", "accuracy", "agreement", "cosine"] = dataclasses.field(
         default="auto", metadata={
             "help": "what max-drop bounds: auto = accuracy with labels, else top-1 "
@@ -136,7 +145,16 @@ class MixedPrecision(Pass):
     int8_depthwise: bool = dataclasses.field(default=False, metadata={
         "help": "also quantize depthwise convs where the target computes their int8 "
                 "form on float32 vectors (x86 with AVX2: no faster than fp32, only less "
-                "accurate); off: they stay fp32 there"})
+                "accurate); off: they stay fp32 there, and out of the bfloat16 16-bit "
+                "step (widened to float32 too)"})
+
+    half: Literal["auto", "float16", "bfloat16"] = dataclasses.field(
+        default="auto", metadata={
+            "help": "float type of 16-bit layers and activations: auto = bfloat16 where "
+                    "the target runs bfloat16 contractions natively (x86 with AVX-512 "
+                    "BF16, e.g. Zen 4, Sapphire Rapids), else float16; float16 or "
+                    "bfloat16 force one (elsewhere the code generator widens either to "
+                    "float32)"})
 
     def __post_init__(self) -> None:
         bad = [b for b in self.bits if b not in WEIGHT_BITS]
@@ -156,7 +174,8 @@ class MixedPrecision(Pass):
                        sensitivity_samples=self.sensitivity_samples, seed=self.seed,
                        smooth_outliers=self.smooth_outliers,
                        six_bit=None if self.six_bit else 6 in self.bits,
-                       int8_depthwise=self.int8_depthwise)
+                       int8_depthwise=self.int8_depthwise,
+                       half_dtype=None if self.half == "auto" else self.half)
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         after, report = quantize_mixed(graph, ctx, self.options_record())

@@ -262,11 +262,12 @@ def test_without_calibration_data_uses_synthetic_inputs(digits: Graph,
     # priced by weight bytes, where fp16 halves them (on a CPU without float16
     # arithmetic the proxy finds fp16 no faster and keeps fp32)
     ctx = PassContext(analyses={"latency": packed_weight_seconds})
-    after, report = quantize_mixed(digits, ctx, Options(bits=(16,), **QUICK))
+    after, report = quantize_mixed(digits, ctx, Options(bits=(16,), half_dtype="float16",
+                                                        **QUICK))
     assert "synthetic" in caplog.text
     assert report is not None and report.synthetic_calibration
     assert report.metric == "agreement"
-    assert set(report.bits().values()) == {"fp16"}
+    assert set(report.bits().values()) == {"fp16"} and report.half_dtype == "float16"
     assert after is not digits
 
 

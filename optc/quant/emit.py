@@ -19,6 +19,22 @@ Forms (``x`` the layer's activation input, ``W`` its weight, ``b`` its bias):
 
 - ``fp16``: float16 weights and compute, the layer wrapped in Casts.
 
+The 16-bit float type is ``half_dtype``: float16, or bfloat16 where the target runs
+bfloat16 contractions natively (``optc.quant.kernels.half_dtype``). A bfloat16 layer is
+written as float32 arithmetic on bfloat16 values, which is what AVX-512 BF16's
+``vdpbf16ps`` computes (exact products, float32 sums) and valid ONNX at every opset
+(ONNX types a bfloat16 Conv only from opset 22; onnxruntime runs this form)::
+
+      %x.bf16  = Cast(%x) {to=BFLOAT16};  %x.bf16v = Cast(%x.bf16) {to=FLOAT}
+      %W.bf16v = Cast(%W.bf16) {to=FLOAT}                        # ml_dtypes bfloat16 param
+      %y       = Conv(%x.bf16v, %W.bf16v, %b)                    # float32 bias and output
+
+The code generator recognizes it (``optc.codegen.quantized``: a float32 contraction of
+an activation rounded to bfloat16 and a weight whose values are all bfloat16) and runs
+it on bfloat16 operands. ``Precision(16, "bfloat")`` on the activation's float32 view
+gives the roofline its compute dtype (``peak_flops.bfloat16``), the same tag on the
+weight's view its bytes; the node carries it for the report.
+
 An activation with outlier channels (``smoothing``: per-channel divisors ``m`` from
 ``numerics.outlier_smoothing``) is divided by them before it is quantized, and the
 integer layers reading it quantize ``m * W`` (rows of the input axis) instead of ``W``::
@@ -59,10 +75,14 @@ from optc.quant.numerics import (
     LayerPrecision,
     activation_qparams,
     code_bits,
+    half_numpy_dtype,
     quantize_weight,
 )
 
 QDQ_MIN_OPSET = 13  # per-axis DequantizeLinear
+HALF_TYPES = {"float16": (onnx.TensorProto.FLOAT16, "fp16", "float"),
+              "bfloat16": (onnx.TensorProto.BFLOAT16, "bf16", "bfloat")}
+"""16-bit float type -> (ONNX Cast ``to``, value-name suffix, ``Precision.dtype``)."""
 ActRanges = Mapping[str, tuple[float, float]]
 Smoothing = Mapping[str, np.ndarray]
 """Activation -> per-channel divisors (last axis) applied before it is quantized."""
@@ -72,12 +92,14 @@ WeightCache = dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]
 
 def emit(graph: Graph, layers: Sequence[Layer], assignment: Mapping[str, LayerPrecision],
          ranges: ActRanges, cache: WeightCache | None = None,
-         int8_code_bits: int = 8, smoothing: Smoothing | None = None) -> Graph:
+         int8_code_bits: int = 8, smoothing: Smoothing | None = None,
+         half_dtype: str = "float16") -> Graph:
     """``graph`` with each layer in ``assignment`` lowered to its precision; the same
     graph object when every assigned precision is fp32. 8-bit weights are quantized to
     ``int8_code_bits``-bit codes (7: ``optc.quant.kernels``), stored as int8.
     ``smoothing``: divisors of activations read by 2-D weights (MatMul, Gemm); their
-    ``ranges`` are those of the divided activation."""
+    ``ranges`` are those of the divided activation. 16-bit activations and float weights
+    are ``half_dtype``: "float16" or "bfloat16"."""
     chosen = [(layer, assignment[layer.key]) for layer in layers
               if assignment.get(layer.key, FP32) != FP32]
     if not chosen:
@@ -87,7 +109,7 @@ def emit(graph: Graph, layers: Sequence[Layer], assignment: Mapping[str, LayerPr
                              f"(per-channel DequantizeLinear); the model is opset "
                              f"{default_opset(graph)}: use bits=16 or convert the model")
     writer = _Writer(graph, ranges, {} if cache is None else cache, int8_code_bits,
-                     smoothing or {})
+                     smoothing or {}, half_dtype)
     replacements = {graph.producer(layer.key): writer.lower(layer, precision)
                     for layer, precision in chosen}
     edited = replace_nodes(graph, replacements).replace(params=writer.params)
@@ -116,8 +138,14 @@ class _Writer:
     reading the same value."""
 
     def __init__(self, graph: Graph, ranges: ActRanges, cache: WeightCache,
-                 int8_code_bits: int = 8, smoothing: Smoothing | None = None) -> None:
+                 int8_code_bits: int = 8, smoothing: Smoothing | None = None,
+                 half_dtype: str = "float16") -> None:
+        if half_dtype not in HALF_TYPES:
+            raise ValueError(f"half_dtype must be one of {sorted(HALF_TYPES)}, "
+                             f"not {half_dtype!r}")
         self.graph = graph
+        self.half = half_dtype
+        self.half_to, self.half_suffix, self.half_kind = HALF_TYPES[half_dtype]
         self.smoothing = smoothing or {}
         self.int8_code_bits = int8_code_bits
         self.ranges = ranges
@@ -133,7 +161,8 @@ class _Writer:
         node = self.graph.producer(layer.key)
         assert node is not None  # layers come from this graph
         before: list[Node] = []
-        tag = Precision(precision.weight_bits, "int" if precision.integer_weights else "float",
+        tag = Precision(precision.weight_bits,
+                        "int" if precision.integer_weights else self.half_kind,
                         per_channel=precision.integer_weights)
         group = next((a for a in node.annotations if isinstance(a, FusionGroup)),
                      FusionGroup(layer.key))  # value names are unique: no clash
@@ -145,10 +174,15 @@ class _Writer:
             lowered = [*before, node.replace(inputs=(data, weight, *node.inputs[2:]),
                                              annotations=annotations)]
             return _grouped(lowered, group)
-        data = self._cast_shared(layer.activation, onnx.TensorProto.FLOAT16, before)
-        bias = self._fp16_param(layer.bias) if layer.bias else ""
+        if self.half == "bfloat16":  # float32 arithmetic on bfloat16 values (docstring)
+            data = self._bf16_values(layer.activation, before)
+            wide = self._widened_weight(weight, tag, before)
+            core = node.replace(inputs=(data, wide, *node.inputs[2:]), annotations=annotations)
+            return _grouped([*before, core], group)
+        data = self._cast_shared(layer.activation, before)
+        bias = self._half_param(layer.bias) if layer.bias else ""
         out = node.outputs[0]
-        half = Value(self.fresh(f"{out.name}.fp16"), "float16", out.shape)
+        half = Value(self.fresh(f"{out.name}.{self.half_suffix}"), self.half, out.shape)
         inputs = (data, weight, *([bias] if layer.bias else []), *node.inputs[3:])
         core = node.replace(inputs=inputs, outputs=(half, *node.outputs[1:]),
                             annotations=annotations)
@@ -159,7 +193,7 @@ class _Writer:
     def _weight(self, layer: Layer, precision: LayerPrecision, tag: Precision,
                 before: list[Node]) -> str:
         if not precision.integer_weights:
-            return self._fp16_param(layer.weight)
+            return self._half_param(layer.weight)
         bits = code_bits(precision, self.int8_code_bits)
         divisors = self._divisors(layer) if precision.act_bits == 8 else None
         key = (layer.weight if divisors is None else f"{layer.weight}*smoothed", bits)
@@ -181,8 +215,8 @@ class _Writer:
                            annotations=(tag,)))
         if precision.act_bits == 8:
             return out.name
-        half = Value(self.fresh(f"{layer.weight}.dq16"), "float16", shape, (tag,))
-        before.append(Node("Cast", (out.name,), (half,), {"to": onnx.TensorProto.FLOAT16},
+        half = Value(self.fresh(f"{layer.weight}.dq16"), self.half, shape, (tag,))
+        before.append(Node("Cast", (out.name,), (half,), {"to": self.half_to},
                            name=f"{layer.weight}.cast"))
         return half.name
 
@@ -193,22 +227,61 @@ class _Writer:
             return None
         return divisors
 
-    def _fp16_param(self, name: str) -> str:
-        key = (name, "fp16-param")
+    def _half_param(self, name: str) -> str:
+        """The param rounded to the 16-bit float type (round to nearest even)."""
+        key = (name, f"{self.half_suffix}-param")
         if key not in self.shared:
-            half = self.fresh(f"{name}.fp16")
-            self.params[half] = np.asarray(self.graph.params[name], dtype=np.float16)
+            half = self.fresh(f"{name}.{self.half_suffix}")
+            self.params[half] = np.asarray(self.graph.params[name], dtype=np.float32).astype(
+                half_numpy_dtype(self.half))
             self.shared[key] = half
         return self.shared[key]
 
-    def _cast_shared(self, name: str, to: int, before: list[Node]) -> str:
-        key = (name, f"cast{to}")
+    def _cast_shared(self, name: str, before: list[Node]) -> str:
+        key = (name, f"cast{self.half_to}")
         if key not in self.shared:
             value = self.graph.value(name)
-            out = Value(self.fresh(f"{name}.fp16"), "float16", value.shape)
-            before.append(Node("Cast", (name,), (out,), {"to": to}, name=f"{name}.cast"))
+            out = Value(self.fresh(f"{name}.{self.half_suffix}"), self.half, value.shape)
+            before.append(Node("Cast", (name,), (out,), {"to": self.half_to},
+                               name=f"{name}.cast"))
             self.shared[key] = out.name
         return self.shared[key]
+
+    def _bf16_values(self, name: str, before: list[Node]) -> str:
+        """``name`` rounded to bfloat16 and read back as float32 (shared by the layers
+        reading it), tagged as a 16-bit activation for the roofline."""
+        key = (name, "bf16-values")
+        if key not in self.shared:
+            half = self._cast_shared(name, before)
+            value = self.graph.value(name)
+            out = Value(self.fresh(f"{name}.bf16v"), "float32", value.shape,
+                        (Precision(16, "bfloat"),))
+            before.append(Node("Cast", (half,), (out,), {"to": onnx.TensorProto.FLOAT},
+                               name=f"{name}.bf16v"))
+            self.shared[key] = out.name
+        return self.shared[key]
+
+    def _widened_weight(self, name: str, tag: Precision, before: list[Node]) -> str:
+        """The bfloat16 weight ``name`` read as float32 (folded at compile time), tagged
+        with the weight's precision (its bytes)."""
+        key = (name, "bf16-widened")
+        if key not in self.shared:
+            shape = tuple(int(d) for d in np.shape(self.params[name])) \
+                if name in self.params else self._value_shape(name, before)
+            out = Value(self.fresh(f"{name}.f32"), "float32", shape, (tag,))
+            before.append(Node("Cast", (name,), (out,), {"to": onnx.TensorProto.FLOAT},
+                               name=f"{name}.widen"))
+            self.shared[key] = out.name
+        return self.shared[key]
+
+    @staticmethod
+    def _value_shape(name: str, before: list[Node]) -> tuple[int, ...] | None:
+        """The shape of ``name`` as written by a node of ``before``."""
+        for node in before:
+            for out in node.outputs:
+                if out.name == name:
+                    return out.shape
+        return None
 
     def _quantized_activation(self, layer: Layer, before: list[Node]) -> str:
         name = layer.activation

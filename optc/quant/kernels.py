@@ -15,20 +15,28 @@ The same targets run weights whose codes all lie in [-32, 32] on a faster kernel
 (``vnni.PMADDUBSW_PAIRS``: two ``vpmaddubsw`` results added in int16 before one
 ``vpmaddwd``, exact for such codes): 6-bit codes, ``w6a8``, which the search may choose
 for a layer where the fidelity allows it (``six_bit_kernel``, ``optc.quant.plan``).
+
+The 16-bit rung's float type (``half_dtype``): bfloat16 where the code generator runs
+bfloat16 contractions natively (x86 with AVX-512 BF16, ``vdpbf16ps``:
+``optc.codegen.schedules.hw.has_bf16_dot``), float16 elsewhere. On x86 without float16
+arithmetic (everything before AVX512-FP16) a float16 layer is widened to float32 and is
+no faster than fp32, while a bfloat16 one on ``vdpbf16ps`` is (``optc.quant.latency``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, Literal
 
-from optc.quant.latency import cpu_flags
+from optc.quant.latency import cpu_flags, native_bf16
 
 INT8_CODE_BITS = 8
 PMADDUBSW_CODE_BITS = 7
 PAIRS_CODE_BITS = 6
 _X86 = ("x86_64", "i386", "i686", "amd64")
+HalfDtype = Literal["float16", "bfloat16"]
+HALF_DTYPES: tuple[HalfDtype, ...] = ("float16", "bfloat16")
 
 
 def int8_code_bits(target: Any = None) -> int:
@@ -66,6 +74,32 @@ def float_depthwise(target: Any = None) -> bool:
     computes depthwise convs and stems in float32."""
     kernels = _dot_kernels(target)
     return "avx2" in cpu_flags() if kernels is None else bool(kernels)
+
+
+def half_dtype(target: Any = None) -> HalfDtype:
+    """The float type of the ``mixed-precision`` pass's 16-bit layers on ``target`` (as
+    for ``int8_code_bits``): "bfloat16" where optc's code generator runs bfloat16
+    contractions on ``vdpbf16ps`` (``hw.has_bf16_dot``), else "float16". This host is
+    decided from its CPU flags (``half_dtype_for_flags``), without importing TVM."""
+    tvm_target = _tvm_target_dict(target)
+    if tvm_target is None or not ({"mcpu", "mattr", "mtriple"} & set(tvm_target)):
+        if tvm_target is not None and tvm_target.get("kind") != "llvm":
+            return "float16"
+        return half_dtype_for_flags(cpu_flags())
+    if tvm_target.get("kind") != "llvm":
+        return "float16"
+    # The code generator's own test (this imports TVM, which a compile for it needs).
+    import tvm
+
+    from optc.codegen.schedules.hw import has_bf16_dot
+
+    return "bfloat16" if has_bf16_dot(tvm.target.Target(dict(tvm_target))) else "float16"
+
+
+def half_dtype_for_flags(flags: Collection[str]) -> HalfDtype:
+    """The same decision from ``/proc/cpuinfo`` flags: AVX-512 BF16 (with AVX-512 BW,
+    which the packed kernel's shuffles need) -> "bfloat16"."""
+    return "bfloat16" if native_bf16(flags) else "float16"
 
 
 def _dot_kernels(target: Any) -> tuple[Any, ...] | None:

@@ -10,9 +10,9 @@ In order of preference:
    host (``host_rates``): a float32 layer costs its weight bytes at a nominal 100 GB/s
    plus its multiply-accumulates at a nominal 1e12 MAC/s; other precisions cost a
    measured factor of that (``ProxyRates``; native float16: bytes as stored plus twice
-   the float32 rate; int8 by the kind of kernel optc gives the layer,
-   ``optc.quant.layers.int8_kind``). Only its ratios matter: it ranks assignments, it
-   does not predict a device.
+   the float32 rate; bfloat16 on AVX-512 BF16: ``BF16_DOT``; int8 by the kind of kernel
+   optc gives the layer, ``optc.quant.layers.int8_kind``). Only its ratios matter: it
+   ranks assignments, it does not predict a device.
 
 Why the proxy is host-aware: a flat "float16 is twice float32, int8 four times" made the
 search keep MiniLM's layers at fp16 on a CPU without float16 arithmetic (x86 before
@@ -54,6 +54,10 @@ CPUINFO = Path("/proc/cpuinfo")
 # CPU flags (``/proc/cpuinfo``) of float16 arithmetic: without them a float16 layer
 # runs on float32 units (``optc.codegen.quantized._widened``).
 _FP16_FLAGS = ("avx512_fp16", "asimdhp", "fphp")
+# AVX-512 BF16: ``vdpbf16ps`` (``optc.codegen.schedules.hw.has_bf16_dot``), 32 bfloat16
+# products per instruction where a float32 FMA does 16; the packed kernel needs AVX-512 BW
+# too. There the 16-bit rung is emitted in bfloat16 (``optc.quant.kernels.half_dtype``).
+BF16_FLAGS = ("avx512_bf16", "avx512bw")
 # AVX-512 VNNI: ``vpdpbusd`` (``optc.codegen.schedules.vnni``), 64 uint8 x int8
 # multiply-adds per instruction where a float32 FMA does 16.
 _VNNI_FLAGS = ("avx512_vnni",)
@@ -66,6 +70,20 @@ _VNNI_FLAGS = ("avx512_vnni",)
 FP16_WIDENED = 5.5 / 5.2    # float16 operands, float32 arithmetic: converted per load
 WEIGHT_ONLY_WIDENED = 4.6 / 5.2  # int8 codes read into float32 arithmetic
 INT8_VNNI = 2.3 / 5.2
+# bfloat16 layers (bfloat16 activations and weights, float32 accumulation) on optc's
+# packed ``vdpbf16ps`` kernel, against its float32 kernel, per layer (paired, 2 threads,
+# 2-vCPU Zen 4 under load, 2026-12-07): matmuls 16 x 384 -> 1536 0.53x and -> 384 0.57x,
+# a 1x1 conv 64 -> 64 at 56x56 0.61x, 3x3 convs 64 -> 64 at 56x56 0.44x and stride-2 128
+# -> 256 at 28x28 0.56x; the median. Whole models gain less (attention, softmax and
+# norms stay float32: MiniLM-L6 with every matmul bfloat16 0.83x, docs/benchmarks.md).
+BF16_DOT = 0.55
+# bfloat16 where the code generator widens it to float32 and runs its float32 kernel
+# (no AVX-512 BF16, or a layer ``vdpbf16ps`` cannot run, ``on_bf16_kernel``: it sums
+# pairs of input channels, so grouped convs, depthwise ones included, and convs over an
+# odd number of channels, such as RGB stems, are widened; ``optc.codegen.quantized.
+# _widened``): not measured; priced like widened float16 (converted operands, float32
+# arithmetic).
+BF16_WIDENED = FP16_WIDENED
 # x86 without AVX2 (no packed int8 kernel) and other CPUs: the figure measured on
 # Zen 3 with AVX2 ``vpmaddwd`` kernels (``optc.codegen.schedules.vnni.AVX2``, 2 threads,
 # same process): MiniLM-L6 all-w8a8 26.8 ms vs fp32 54.4 ms, kept as the nominal int8
@@ -130,6 +148,10 @@ class ProxyRates:
     fp32_macs: float = PROXY_FP32_MACS
     bandwidth: float = PROXY_BANDWIDTH
     fp16_factor: float | None = FP16_WIDENED
+    bf16_factor: float | None = BF16_WIDENED
+    """16-bit float layers when ``half_dtype`` is bfloat16 (``None``: nominal, as float16)."""
+    half_dtype: str = "float16"
+    """The float type the 16-bit layers are emitted in (``optc.quant.kernels.half_dtype``)."""
     weight_only_factor: float | None = WEIGHT_ONLY_WIDENED
     int8_factor: float = INT8_NO_VNNI
     int8_spatial_factor: float = INT8_SPATIAL
@@ -153,7 +175,12 @@ class ProxyRates:
                     and self.int8_narrow_factor is not None):
                 factor = self.int8_narrow_factor
             return fp32 * factor
-        factor = self.fp16_factor if precision.weight_bits == 16 else self.weight_only_factor
+        if precision.weight_bits == 16 and self.half_dtype == "bfloat16":
+            factor = self.bf16_factor if on_bf16_kernel(layer) else BF16_WIDENED
+        elif precision.weight_bits == 16:
+            factor = self.fp16_factor
+        else:  # integer weights with 16-bit activations: the codes read in the kernel
+            factor = self.weight_only_factor
         if factor is not None:
             return fp32 * factor
         return (layer.weight_elements * stored_weight_bits(precision) / 8 / self.bandwidth
@@ -170,11 +197,25 @@ def on_pairs_kernel(layer: Layer) -> bool:
             and layer.depth >= PAIRS_MIN_K)
 
 
-def host_rates(flags: Collection[str] | None = None) -> ProxyRates:
+def on_bf16_kernel(layer: Layer) -> bool:
+    """Whether the code generator runs ``layer`` in bfloat16 on ``vdpbf16ps`` where the
+    target has it (``optc.codegen.quantized._pairs_of_channels``): a MatMul / Gemm, or a
+    Conv with one group over an even number of input channels (the instruction sums
+    pairs of them); other bfloat16 layers are widened to float32."""
+    return layer.op != "Conv" or (layer.groups == 1 and layer.in_channels % 2 == 0)
+
+
+def host_rates(flags: Collection[str] | None = None,
+               half_dtype: str | None = None) -> ProxyRates:
     """The proxy's figures for optc's CPU code generator on a CPU with ``flags``
-    (default: this machine's; none known: no float16 arithmetic, no VNNI)."""
+    (default: this machine's; none known: no float16 arithmetic, no VNNI), its 16-bit
+    layers emitted in ``half_dtype`` (default: bfloat16 where ``native_bf16(flags)``,
+    as ``optc.quant.kernels.half_dtype`` decides for this host, else float16)."""
     flags = cpu_flags() if flags is None else flags
     native_fp16 = any(f in flags for f in _FP16_FLAGS)
+    bf16 = native_bf16(flags)
+    if half_dtype is None:
+        half_dtype = "bfloat16" if bf16 else "float16"
     depthwise = narrow = None
     if any(f in flags for f in _VNNI_FLAGS):
         int8, depthwise = INT8_VNNI, INT8_DEPTHWISE_VNNI
@@ -184,8 +225,14 @@ def host_rates(flags: Collection[str] | None = None) -> ProxyRates:
         int8 = INT8_NO_VNNI
     return ProxyRates(
         fp16_factor=None if native_fp16 else FP16_WIDENED,
+        bf16_factor=BF16_DOT if bf16 else BF16_WIDENED, half_dtype=half_dtype,
         weight_only_factor=None if native_fp16 else WEIGHT_ONLY_WIDENED,
         int8_factor=int8, int8_depthwise_factor=depthwise, int8_narrow_factor=narrow)
+
+
+def native_bf16(flags: Collection[str]) -> bool:
+    """Whether a CPU with ``flags`` runs optc's bfloat16 contractions on ``vdpbf16ps``."""
+    return all(f in flags for f in BF16_FLAGS)
 
 
 def cpu_flags() -> frozenset[str]:
@@ -220,11 +267,13 @@ def proxy_latency(layers: Sequence[Layer], rates: ProxyRates | None = None) -> L
     return latency
 
 
-def latency_model(ctx: PassContext, layers: Sequence[Layer],
-                  graph: Graph) -> tuple[LatencyFn, str]:
+def latency_model(ctx: PassContext, layers: Sequence[Layer], graph: Graph,
+                  half_dtype: str | None = None) -> tuple[LatencyFn, str]:
     """The latency function to use and a name for reports; the model is tried on the fp32
-    ``graph`` first so that all assignments are priced by the same one."""
-    proxy = proxy_latency(layers)
+    ``graph`` first so that all assignments are priced by the same one. ``half_dtype``:
+    the float type of the 16-bit layers (the proxy's; the other models read it from the
+    emitted graph)."""
+    proxy = proxy_latency(layers, host_rates(half_dtype=half_dtype))
     if "latency" in ctx.analyses:
         return _checked(lambda g: _seconds(ctx.analysis("latency", g)), proxy, graph,
                         "ctx.analyses['latency']")

@@ -36,6 +36,7 @@ class Layer:
     # unknown): the 6-bit kernel needs multiples of 8 (``latency.ProxyRates``).
     in_channels: int = 0
     depth: int = 0  # multiply-adds per output (in_channels times the kernel's taps)
+    groups: int = 1  # a Conv's groups (1 for MatMul / Gemm)
 
 
 def quantizable_layers(graph: Graph) -> tuple[Layer, ...]:
@@ -71,7 +72,8 @@ def _layer(graph: Graph, node: Node) -> Layer | None:
                  _macs(graph, node, array.size, axis, array.shape), int(array.size),
                  int8_kind(node, array.shape),
                  int(array.shape[1] if node.op == "Conv" else array.shape[1 - axis]),
-                 int(array.size // array.shape[axis]))
+                 int(array.size // array.shape[axis]),
+                 int(node.attr("group", 1)) if node.op == "Conv" else 1)
 
 
 def int8_kind(node: Node, weight_shape: tuple[int, ...]) -> str:

@@ -46,9 +46,10 @@ per-tensor grid would get less than 2x finer: not worth a multiply)."""
 class LayerPrecision:
     """Bits of a layer's weights (4, 6, 8: integer; 16, 32: float) and of its input activation.
 
-    ``act_bits`` 8: the activation is quantized to uint8 (QDQ); 16: it runs in float16;
-    32: float32. Integer weights go with 8- or 16-bit activations, float16 weights with
-    16, float32 with 32; 6-bit weights with 8 only.
+    ``act_bits`` 8: the activation is quantized to uint8 (QDQ); 16: it runs in float16,
+    or bfloat16 where the target runs that natively (``optc.quant.kernels.half_dtype``;
+    one type per run, not per layer); 32: float32. Integer weights go with 8- or 16-bit
+    activations, 16-bit float weights with 16, float32 with 32; 6-bit weights with 8 only.
     """
 
     weight_bits: int
@@ -92,8 +93,12 @@ def code_bits(precision: LayerPrecision, int8_code_bits: int = 8) -> int:
     return int8_code_bits if precision.weight_bits == 8 else precision.weight_bits
 
 
-def code_label(precision: LayerPrecision, int8_code_bits: int = 8) -> str:
-    """``precision.label`` with the code bits really used: ``w7a8`` for 7-bit int8 codes."""
+def code_label(precision: LayerPrecision, int8_code_bits: int = 8,
+               half_dtype: str = "float16") -> str:
+    """``precision.label`` with the code bits and float type really used: ``w7a8`` for
+    7-bit int8 codes, ``bf16`` for 16-bit float layers emitted in bfloat16."""
+    if precision.weight_bits == 16 and half_dtype == "bfloat16":
+        return "bf16"
     if precision.weight_bits == 8 and int8_code_bits != 8:
         return f"w{int8_code_bits}a{precision.act_bits}"
     return precision.label
@@ -130,21 +135,35 @@ def dequantize_weight(q: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray
     return (q.astype(np.float32) * scale.reshape(shape)).astype(np.float32)
 
 
+def half_numpy_dtype(half_dtype: str) -> np.dtype:
+    """The numpy dtype of a 16-bit float type: ``float16`` or ml_dtypes' ``bfloat16``."""
+    if half_dtype == "bfloat16":
+        import ml_dtypes  # onnx's dependency; as in optc.ir.text_parse, imported on use
+
+        return np.dtype(ml_dtypes.bfloat16)
+    if half_dtype == "float16":
+        return np.dtype(np.float16)
+    raise ValueError(f"half_dtype must be float16 or bfloat16, not {half_dtype!r}")
+
+
 def rounded_weight(weight: np.ndarray, precision: LayerPrecision, axis: int,
-                   int8_code_bits: int = 8) -> np.ndarray:
-    """The weight as the precision stores it, back in float32 (for error measures)."""
+                   int8_code_bits: int = 8, half_dtype: str = "float16") -> np.ndarray:
+    """The weight as the precision stores it, back in float32 (for error measures);
+    16-bit float weights in ``half_dtype``."""
     if precision.weight_bits == 32:
         return np.asarray(weight, dtype=np.float32)
     if precision.weight_bits == 16:
-        return np.asarray(weight, dtype=np.float16).astype(np.float32)
+        return np.asarray(weight, dtype=np.float32).astype(
+            half_numpy_dtype(half_dtype)).astype(np.float32)
     q, scale = quantize_weight(weight, code_bits(precision, int8_code_bits), axis)
     return dequantize_weight(q, scale, axis)
 
 
 def weight_error(weight: np.ndarray, precision: LayerPrecision, axis: int,
-                 int8_code_bits: int = 8) -> float:
+                 int8_code_bits: int = 8, half_dtype: str = "float16") -> float:
     """``||Q(W) - W||^2``: the perturbation the Hessian trace is weighted with."""
-    delta = rounded_weight(weight, precision, axis, int8_code_bits).astype(np.float64) - weight
+    delta = rounded_weight(weight, precision, axis, int8_code_bits,
+                           half_dtype).astype(np.float64) - weight
     return float((delta ** 2).sum())
 
 

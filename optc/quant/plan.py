@@ -27,10 +27,18 @@ from optc.quant.emit import (
     takes_smoothing,
 )
 from optc.quant.evaluate import Evaluator, Measure, Metric
-from optc.quant.kernels import PAIRS_CODE_BITS, float_depthwise, int8_code_bits
+from optc.quant.kernels import (
+    HALF_DTYPES,
+    PAIRS_CODE_BITS,
+    HalfDtype,
+    float_depthwise,
+    half_dtype,
+    int8_code_bits,
+)
 from optc.quant.latency import LatencyFn, latency_model, on_pairs_kernel
 from optc.quant.layers import Layer, neighbors, quantizable_layers, with_observed_macs
 from optc.quant.numerics import (
+    FP16,
     FP32,
     LayerPrecision,
     outlier_smoothing,
@@ -79,10 +87,17 @@ class Options:
     # form on float32 vectors (x86 with AVX2, ``kernels.float_depthwise``): False keeps
     # them fp32 there, where int8 costs accuracy and buys no speed.
     int8_depthwise: bool = False
+    # The 16-bit float type of fp16 layers and of 16-bit activations: "float16" or
+    # "bfloat16"; None: bfloat16 where the target runs bfloat16 contractions natively
+    # (``optc.quant.kernels.half_dtype``: x86 with AVX-512 BF16), else float16.
+    half_dtype: HalfDtype | None = None
 
     def __post_init__(self) -> None:
         if self.int8_code_bits not in (None, 7, 8):
             raise ValueError(f"int8_code_bits must be 7, 8 or None, not {self.int8_code_bits}")
+        if self.half_dtype not in (None, *HALF_DTYPES):
+            raise ValueError(f"half_dtype must be one of {list(HALF_DTYPES)} or None, "
+                             f"not {self.half_dtype!r}")
 
     def ladder(self, graph: Graph, int8_code_bits: int = 8) -> list[LayerPrecision]:
         """The bit-widths below fp32, widest first; integer ones only from opset 13; 6-bit
@@ -116,9 +131,10 @@ class Session:
 
     def __init__(self, graph: Graph, layers: Sequence[Layer], calibration: Calibration,
                  metric: Metric, sensitivity_samples: int, int8_code_bits: int = 8,
-                 smooth_outliers: bool = True) -> None:
+                 smooth_outliers: bool = True, half_dtype: str = "float16") -> None:
         self.graph = graph
         self.int8_code_bits = int8_code_bits
+        self.half_dtype = half_dtype
         self.evaluator = Evaluator(graph, calibration, metric)
         subset = calibration.subset(sensitivity_samples)
         self.probe = self.evaluator if subset is calibration else \
@@ -147,7 +163,8 @@ class Session:
         key = _key(assignment)
         if self._last is None or self._last[0] != key:  # a trial is measured, then priced
             self._last = (key, emit(self.graph, self.layers, assignment, self.ranges,
-                                    self._weights, self.int8_code_bits, self.smoothing))
+                                    self._weights, self.int8_code_bits, self.smoothing,
+                                    self.half_dtype))
         return self._last[1]
 
     def measure(self, assignment: Assignment) -> Measure:
@@ -172,12 +189,13 @@ def session_for(graph: Graph, ctx: PassContext, layers: Sequence[Layer],
     calibration = resolve_calibration(graph, ctx.calibration, options.calib_samples,
                                       options.seed)
     code_bits = options.int8_code_bits or int8_code_bits(ctx.target)
+    half = options.half_dtype or half_dtype(ctx.target)
     key = f"mixed-precision/{_digest(calibration)}/{options.metric}/" \
-          f"{options.sensitivity_samples}/w{code_bits}" \
+          f"{options.sensitivity_samples}/w{code_bits}/{half}" \
           f"{'/smooth' if options.smooth_outliers else ''}"
     return ctx.cache.get_or_compute(graph, key, lambda: Session(
         graph, layers, calibration, options.metric, options.sensitivity_samples,
-        code_bits, options.smooth_outliers))
+        code_bits, options.smooth_outliers, half))
 
 
 def activation_ranges(evaluator: Evaluator, graph: Graph, layers: Sequence[Layer],
@@ -210,7 +228,7 @@ def quantize_mixed(graph: Graph, ctx: PassContext,
         return graph, None
     session = session_for(graph, ctx, layers, options)
     layers = list(session.layers)
-    latency, latency_name = latency_model(ctx, layers, graph)
+    latency, latency_name = latency_model(ctx, layers, graph, session.half_dtype)
     scores: dict[str, dict[str, dict[str, float]]] = {}
     traces: dict[str, float] = {}  # filled only if some step needs an order
 
@@ -228,6 +246,12 @@ def quantize_mixed(graph: Graph, ctx: PassContext,
         layer = session.by_key[key]
         if float_dw and precision.act_bits == 8 and layer.kind == "depthwise":
             return False
+        # bfloat16 depthwise convs are widened to float32 (``optc.quant.latency.
+        # on_bf16_kernel``): no faster, only less accurate; they stay fp32 unless asked to
+        # reach int8 (``int8_depthwise``), which the ladder reaches through the 16-bit step
+        if not options.int8_depthwise and precision == FP16 and \
+                session.half_dtype == "bfloat16" and layer.kind == "depthwise":
+            return False
         # 6-bit codes only where the 6-bit kernel runs them: EfficientNet-Lite0 all-w6a8
         # (depthwise convs and the stem included) lost 0.085 logit cosine, all-w7a8 0.023
         return precision.weight_bits != PAIRS_CODE_BITS or on_pairs_kernel(layer)
@@ -244,6 +268,7 @@ def quantize_mixed(graph: Graph, ctx: PassContext,
                               "latency_model": latency_name,
                               "dependencies": options.dependencies,
                               "int8_code_bits": session.int8_code_bits,
+                              "half_dtype": session.half_dtype,
                               "fidelity": session.evaluator.fidelity(emitted)})
     if emitted is graph:
         return graph, report
@@ -257,7 +282,7 @@ def _order(session: Session, precision: LayerPrecision, keys: Sequence[str],
     """Candidates at ``precision``, least sensitive first (Hessian, plus dependencies)."""
     candidates = [session.by_key[k] for k in keys]
     hessian = hessian_scores(session.graph, candidates, traces, precision,
-                             session.int8_code_bits)
+                             session.int8_code_bits, session.half_dtype)
     final = hessian
     found: dict[str, Dependency] = {}
     if options.dependencies:

@@ -67,9 +67,12 @@ class Report:
     # Bits of the 8-bit layers' weight codes (7: AVX2 ``vpmaddubsw``, optc.quant.kernels);
     # their layers are labelled ``w7a8`` and stored as int8.
     int8_code_bits: int = 8
+    # The 16-bit float type (``optc.quant.kernels.half_dtype``): its float layers are
+    # labelled ``bf16`` when it is bfloat16, and 16-bit activations are bfloat16 too.
+    half_dtype: str = "float16"
 
     def bits(self) -> dict[str, str]:
-        """Layer key -> precision label (``fp32``, ``fp16``, ``w8a8``, ``w4a16``...)."""
+        """Layer key -> precision label (``fp32``, ``fp16``, ``bf16``, ``w8a8``, ``w4a16``...)."""
         return {layer.key: layer.precision for layer in self.layers}
 
     def as_dict(self) -> dict[str, Any]:
@@ -90,7 +93,8 @@ def build_report(*, graph: Graph, emitted: Graph, layers: Sequence[Layer],
         precision: LayerPrecision = chosen.assignment.get(layer.key, FP32)
         rows.append(LayerReport(
             key=layer.key, node=layer.node_name, op=layer.op,
-            precision=code_label(precision, int(fields.get("int8_code_bits", 8))),
+            precision=code_label(precision, int(fields.get("int8_code_bits", 8)),
+                                 str(fields.get("half_dtype", "float16"))),
             weight_bits=precision.weight_bits, act_bits=precision.act_bits,
             hessian_trace=traces.get(layer.key), scores=scores.get(layer.key, {}),
             weight_elements=layer.weight_elements,
@@ -101,14 +105,19 @@ def build_report(*, graph: Graph, emitted: Graph, layers: Sequence[Layer],
         baseline_score=fp32.measure.score, score=chosen.measure.score,
         drop=chosen.measure.drop, latency_fp32_s=fp32.latency_s, latency_s=chosen.latency_s,
         param_bytes_before=graph.param_bytes(), param_bytes_after=emitted.param_bytes(),
-        layers=tuple(rows), trials=tuple(trial_row(t) for t in result.trials),
+        layers=tuple(rows),
+        trials=tuple(trial_row(t, str(fields.get("half_dtype", "float16")))
+                     for t in result.trials),
         orders=dict(result.orders), **fields)
 
 
-def trial_row(trial: Trial) -> dict[str, Any]:
+def trial_row(trial: Trial, half_dtype: str = "float16") -> dict[str, Any]:
+    """One measured assignment: layers per precision (``bf16`` for 16-bit float layers
+    emitted in bfloat16), drop, loss, latency."""
     counts: dict[str, int] = {}
     for precision in trial.assignment.values():
-        counts[precision.label] = counts.get(precision.label, 0) + 1
+        label = code_label(precision, half_dtype=half_dtype)
+        counts[label] = counts.get(label, 0) + 1
     return {"lowered": counts, "drop": trial.measure.drop, "loss": trial.measure.loss,
             "latency_s": trial.latency_s, "feasible": trial.feasible}
 

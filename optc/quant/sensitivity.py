@@ -111,7 +111,8 @@ def rademacher(like: Sequence[torch.Tensor], seed: int) -> list[torch.Tensor]:
 
 
 def hessian_scores(graph: Graph, layers: Sequence[Layer], traces: Mapping[str, float],
-                   precision: LayerPrecision, int8_code_bits: int = 8) -> dict[str, float]:
+                   precision: LayerPrecision, int8_code_bits: int = 8,
+                   half_dtype: str = "float16") -> dict[str, float]:
     """``Omega_i(p) / 2``: the Hessian estimate of each layer's loss increase at ``p``.
 
     A negative trace estimate counts as 0: near a minimum the diagonal blocks are
@@ -120,7 +121,8 @@ def hessian_scores(graph: Graph, layers: Sequence[Layer], traces: Mapping[str, f
     scores = {}
     for layer in layers:
         weight = graph.params[layer.weight]
-        error = weight_error(weight, precision, layer.channel_axis, int8_code_bits)
+        error = weight_error(weight, precision, layer.channel_axis, int8_code_bits,
+                             half_dtype)
         scores[layer.key] = 0.5 * max(traces[layer.key], 0.0) / weight.size * error
     return scores
 
