@@ -11,6 +11,15 @@ MiniLM-L6), batch 1, all in one process with the same thread count:
 - onnxruntime ``quantize_static`` (QDQ format, per-channel int8 weights, uint8
   activations, MinMax calibration on the same calibration set), run by onnxruntime.
 
+Against 16-bit, the paper's own comparison (Schaefer et al. report -25 % latency on
+ResNet-50 and -33 % on BERT against 16-bit at 99.99 % accuracy), unless ``--no-16bit``:
+
+- optc 16-bit: every layer at the pass's 16-bit rung (``Options(bits=(16,))``, no drop
+  limit): bfloat16 where the target has AVX-512 BF16 (``vdpbf16ps``), float16 elsewhere
+  (widened to float32 on x86, so no faster there: the pass then leaves the model fp32);
+- optc mixed at ``--paper-drop`` (default 0.0001, the paper's 99.99 %): the same search as
+  the max-drop point, with that drop; its latency against 16-bit, paired.
+
 Latencies are medians over ``--repeat`` calls after warm-up, the four variants of a model
 timed in interleaved rounds (so that a change of load hits them alike); quality is accuracy
 on the held-out digits / Fashion-MNIST images (with labels), else top-1 agreement and logit
@@ -81,6 +90,7 @@ from optc.pipeline import PassContext, parse_pipeline
 from optc.quant import Options, quantize_mixed
 
 THREADS = 2
+PAPER_DROP = 1e-4
 BUDGET_MAX_DROP = 0.02
 BUDGET_LABELS = ("ORT int8", "between", "0.5x fp32")
 SAME = {"optc_mixed": "; = max-drop point", "optc_fp32": "; = optc fp32"}
@@ -270,7 +280,7 @@ def tvm_call(machine: Any, feeds: dict[str, np.ndarray], order: list[str],
 
 def bench(case: Case, repeat: int, options: Options, work: Path,
           target: dict[str, Any], budgets: bool, budget_options: str,
-          budget_max_drop: float) -> dict[str, Any]:
+          budget_max_drop: float, paper_drop: float | None = PAPER_DROP) -> dict[str, Any]:
     order = list(case.graph.input_names)
     probe = case.eval_feeds[0]
     row: dict[str, Any] = {"model": case.name, "budgets": []}
@@ -283,9 +293,17 @@ def bench(case: Case, repeat: int, options: Options, work: Path,
     row["search_s"] = time.perf_counter() - started
     row["bits"] = _bits_summary(report.bits() if report else {})
 
+    graphs = [("optc_fp32", case.graph), ("optc_mixed", mixed)]
+    if paper_drop is not None:  # every layer 16-bit, and the search at the paper's drop
+        for name, extra in (("optc_16bit", {"bits": (16,), "max_drop": 1.0}),
+                            ("optc_mixed_paper", {"max_drop": paper_drop})):
+            graph, variant_report = quantize_mixed(
+                case.graph, ctx, dataclasses.replace(options, **extra))
+            row[f"{name}_bits"] = _bits_summary(variant_report.bits() if variant_report else {})
+            graphs.append((name, graph))
     variants: dict[str, Runner] = {}
     calls: dict[str, Callable[[], Any]] = {}
-    for name, graph in (("optc_fp32", case.graph), ("optc_mixed", mixed)):
+    for name, graph in graphs:
         run, machine, size = tvm_runner(graph, work, f"{case.name}.{name}", target)
         calls[name] = tvm_call(machine, probe, order)
         row[f"{name}_bytes"] = size
@@ -317,6 +335,10 @@ def bench(case: Case, repeat: int, options: Options, work: Path,
     # mixed / fp32: two optc builds, so paired calls (``timing.paired_ratio``); the ratio
     # of the medians above, with onnxruntime's blocks between them, moved by up to ~15 %
     row["mixed_vs_fp32"] = paired_ratio(calls["optc_mixed"], calls["optc_fp32"])
+    if paper_drop is not None:
+        row["16bit_vs_fp32"] = paired_ratio(calls["optc_16bit"], calls["optc_fp32"])
+        row["mixed_vs_16bit"] = paired_ratio(calls["optc_mixed"], calls["optc_16bit"])
+        row["paper_vs_16bit"] = paired_ratio(calls["optc_mixed_paper"], calls["optc_16bit"])
     reference = [variants["ort_fp32"](f) for f in case.eval_feeds]
     for name, run in variants.items():
         row[f"{name}_quality"] = case.quality([run(f) for f in case.eval_feeds], reference)
@@ -466,19 +488,26 @@ def _bits_summary(bits: dict[str, str]) -> str:
 def print_rows(rows: list[dict[str, Any]], metric_names: dict[str, str],
                header: bool = True) -> None:
     if header:
-        print(f"\n{'model':<19}{'variant':<12}{'ms':>9}{'vs optc fp32':>14}{'vs ORT fp32':>13}"
+        print(f"\n{'model':<19}{'variant':<17}{'ms':>9}{'vs optc fp32':>14}{'vs ORT fp32':>13}"
               f"{'lib KB':>9}  quality")
     for row in rows:
-        for variant in ("optc_fp32", "optc_mixed", "ort_fp32", "ort_int8"):
+        names = ("optc_fp32", "optc_mixed", "optc_16bit", "optc_mixed_paper", "ort_fp32",
+                 "ort_int8")
+        for variant in (v for v in names if f"{v}_s" in row):
             ms = row[f"{variant}_s"] * 1e3
             size = row.get(f"{variant}_bytes")
             kb = f"{size / 1024:9.0f}" if size else f"{'-':>9}"
-            print(f"{row['model']:<19}{variant:<12}{ms:9.3f}"
+            print(f"{row['model']:<19}{variant:<17}{ms:9.3f}"
                   f"{row[f'{variant}_s'] / row['optc_fp32_s']:14.2f}"
                   f"{row[f'{variant}_s'] / row['ort_fp32_s']:13.2f}"
                   f"{kb}  "
                   f"{metric_names[row['model']]} {row[f'{variant}_quality']:.4f}")
         print(f"{'':<19}optc mixed / optc fp32, paired calls: {row['mixed_vs_fp32']:.3f}")
+        if "mixed_vs_16bit" in row:
+            print(f"{'':<19}against 16-bit, paired calls: 16-bit / fp32 "
+                  f"{row['16bit_vs_fp32']:.3f} ({row['optc_16bit_bits']}); mixed / 16-bit "
+                  f"{row['mixed_vs_16bit']:.3f}; mixed at the paper's drop / 16-bit "
+                  f"{row['paper_vs_16bit']:.3f} ({row['optc_mixed_paper_bits']})")
         print(f"{'':<19}optc mixed / ORT int8 latency: "
               f"{row['optc_mixed_s'] / row['ort_int8_s']:.2f}; optc bits: {row['bits']}; "
               f"search {row['search_s']:.0f} s")
@@ -521,6 +550,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--max-drop", type=float, default=Options().max_drop)
     parser.add_argument("--fast", action="store_true", help="cheap sensitivity analysis")
+    parser.add_argument("--paper-drop", type=float, default=PAPER_DROP,
+                        help="max-drop of the mixed point compared with 16-bit "
+                             "(default %(default)s: the paper's 99.99 %%)")
+    parser.add_argument("--no-16bit", dest="sixteen", action="store_false",
+                        help="skip the all-16-bit and paper-drop variants")
     parser.add_argument("--no-budgets", dest="budgets", action="store_false",
                         help="skip the budget search points")
     parser.add_argument("--budget-max-drop", type=float, default=BUDGET_MAX_DROP,
@@ -560,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
             case_options = dataclasses.replace(options, metric=case.search_metric) \
                 if case.search_metric != "auto" else options
             rows.append(bench(case, args.repeat, case_options, Path(tmp), target,
-                              args.budgets, budget_options, args.budget_max_drop))
+                              args.budgets, budget_options, args.budget_max_drop,
+                              args.paper_drop if args.sixteen else None))
             print_rows(rows[-1:], metrics, header=len(rows) == 1)
             sys.stdout.flush()
     return 0

@@ -1,8 +1,8 @@
 """bfloat16 contractions: ``vdpbf16ps`` where the target has AVX-512 BF16, float32 elsewhere.
 
-An ONNX layer wrapped in bfloat16 Casts (the ``mixed-precision`` pass's 16-bit form on
-such targets) must compile for a Zen 4 target to a library that really contains
-``vdpbf16ps`` (checked on any x86 host: only running it needs the instruction), and
+An ONNX layer wrapped in bfloat16 Casts, or float32 arithmetic on bfloat16 values (the
+``mixed-precision`` pass's 16-bit form on such targets), must compile for a Zen 4
+target to a library that really contains ``vdpbf16ps`` (checked on any x86 host: only running it needs the instruction), and
 compute what float32 sums of exact bfloat16 products say: within one bfloat16 step
 (2**-8 relative) of a float64 reference on the same rounded operands per rounding the
 graph has, the step taken of the sum of the products' magnitudes (TVM's bfloat16
@@ -69,6 +69,30 @@ def bf16_model(op: onnx.NodeProto, x_shape: list[int], weight: np.ndarray,
     return onnx.shape_inference.infer_shapes(model)
 
 
+def bf16_values_model(op: onnx.NodeProto, x_shape: list[int], weight: np.ndarray,
+                      bias: np.ndarray) -> onnx.ModelProto:
+    """``y = op(Cast<float>(Cast<bf16>(x)), Cast<float>(W_bf16), b)``: float32 arithmetic
+    on bfloat16 values, the form ``optc.quant.emit`` writes (valid ONNX at opset 17)."""
+    core = helper.make_node(op.op_type, ["xv", "wv", "b"], ["y"])
+    core.attribute.extend(op.attribute)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["x"], ["xb"], to=TensorProto.BFLOAT16),
+            helper.make_node("Cast", ["xb"], ["xv"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", ["w"], ["wv"], to=TensorProto.FLOAT),
+            core,
+        ],
+        "bf16_values_layer",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight.astype(BF16), "w"), numpy_helper.from_array(bias, "b")],
+    )
+    model = onnx.shape_inference.infer_shapes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 def conv_reference(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.ndarray:
     """NCHW / OIHW conv in float64 (the operands already bfloat16 values)."""
     x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
@@ -131,6 +155,17 @@ def conv_case(stride: int) -> Case:
     return model, x, conv + bias, size + np.abs(bias)
 
 
+def values_case() -> Case:
+    """The pass's form of a padded 3x3 conv with a float32 bias."""
+    node = helper.make_node("Conv", [], [], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    x = RNG.standard_normal((1, 16, 14, 14)).astype(np.float32)
+    model = bf16_values_model(node, [1, 16, 14, 14], CONV_W, CONV_B)
+    bias = CONV_B.astype(np.float64)[None, :, None, None]
+    conv = conv_reference(rounded(x), rounded(CONV_W), 1, 1)
+    size = conv_reference(np.abs(rounded(x)), np.abs(rounded(CONV_W)), 1, 1)
+    return model, x, conv + bias, size + np.abs(bias)
+
+
 def stem_case() -> Case:
     node = helper.make_node("Conv", [], [], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
     x = RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)
@@ -140,10 +175,10 @@ def stem_case() -> Case:
 
 
 @x86_only
-@pytest.mark.parametrize("case", ["matmul", "conv", "conv-stride-2"])
+@pytest.mark.parametrize("case", ["matmul", "conv", "conv-stride-2", "bf16-values"])
 def test_bf16_contractions_compile_to_vdpbf16ps_on_zen4(case: str) -> None:
     model = {"matmul": matmul_case, "conv": lambda: conv_case(1),
-             "conv-stride-2": lambda: conv_case(2)}[case]()[0]
+             "conv-stride-2": lambda: conv_case(2), "bf16-values": values_case}[case]()[0]
     assert "vdpbf16ps" in library_asm(model, ZEN4)
     assert "vdpbf16ps" not in library_asm(model, ZEN3)  # widened to float32 there
 
@@ -156,10 +191,11 @@ def test_a_stem_conv_over_three_channels_computes_in_float32() -> None:
 
 
 @needs_bf16
-@pytest.mark.parametrize("case", ["matmul", "conv", "conv-stride-2", "stem"])
+@pytest.mark.parametrize("case", ["matmul", "conv", "conv-stride-2", "stem", "bf16-values"])
 def test_bf16_layers_on_zen4_sum_exact_products_in_float32(case: str) -> None:
     made = {"matmul": matmul_case, "conv": lambda: conv_case(1),
-            "conv-stride-2": lambda: conv_case(2), "stem": stem_case}[case]()
+            "conv-stride-2": lambda: conv_case(2), "stem": stem_case,
+            "bf16-values": values_case}[case]()
     run_and_check(made, ZEN4, 2 if case.startswith("conv") else 1)
 
 

@@ -47,6 +47,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import tvm
 from tvm import relax
@@ -221,9 +222,30 @@ class _LowerContractions(_Resolving):
         if name not in ("relax.nn.conv2d", "relax.matmul"):
             return call
         lowered = self._conv2d(call) if name == "relax.nn.conv2d" else self._matmul(call)
+        if lowered is call and self.bf16_dot:
+            lowered = self._on_bf16_values(call)
         if lowered is call:
             return self._widened(call)
         return lowered
+
+    def _on_bf16_values(self, call: relax.Call) -> relax.Expr:
+        """``matmul|conv2d(astype(x_bf16, f32), W)`` with ``W`` a float32 constant whose
+        values are all bfloat16 -> the same on bfloat16 operands, summed in float32: the
+        form ``optc.quant.emit`` writes bfloat16 layers in (valid ONNX at every opset),
+        computed exactly as written by ``vdpbf16ps`` (products of bfloat16 numbers are
+        exact in float32). Unchanged unless ``_pairs_of_channels``."""
+        if not isinstance(call.ty, relax.TensorType) or str(call.ty.dtype) != "float32":
+            return call
+        data = self.resolve(call.args[0])
+        if _op_name(data) != "relax.astype" or str(data.args[0].ty.dtype) != "bfloat16":
+            return call
+        weight = _const(self.resolve(call.args[1]))
+        if weight is None or weight.dtype != np.float32 or not _pairs_of_channels(call):
+            return call
+        if np.any(weight.view(np.uint32) & 0xFFFF):  # not all bfloat16 values
+            return call
+        half = relax.const(weight.astype(ml_dtypes.bfloat16), "bfloat16")
+        return _float32_sum(call, data.args[0], half)
 
     def _widened(self, call: relax.Call) -> relax.Expr:
         """``conv2d|matmul(x16, w16)`` -> ``astype(conv2d|matmul(x, w, out f32), 16)`` for
@@ -255,22 +277,7 @@ class _LowerContractions(_Resolving):
         if half == "bfloat16" and not (self.bf16_dot and _pairs_of_channels(call)):
             data = self.builder_.emit(relax.op.astype(data, "float32"))
             weight = self.builder_.emit(relax.op.astype(weight, "float32"))
-        if call.op.name == "relax.matmul":
-            wide = relax.op.matmul(data, weight, out_dtype="float32")
-        else:
-            a = call.attrs
-            wide = relax.op.nn.conv2d(
-                data,
-                weight,
-                strides=a.strides,
-                padding=a.padding,
-                dilation=a.dilation,
-                groups=a.groups,
-                data_layout=a.data_layout,
-                kernel_layout=a.kernel_layout,
-                out_layout=a.out_layout,
-                out_dtype="float32",
-            )
+        wide = _float32_sum(call, data, weight)
         return relax.op.astype(self.builder_.emit(wide), half)
 
     def weight(self, expr: relax.Expr) -> IntWeight | None:
@@ -843,6 +850,26 @@ class _MergeSharedActivation(relax.PyExprMutator):
             part = emit(relax.op.strided_slice(out, [last], [start], [start + width]))
             self.set_var_remap(var, part)
             start += width
+
+
+def _float32_sum(call: relax.Call, data: relax.Expr, weight: relax.Expr) -> relax.Call:
+    """The matmul / conv2d ``call`` (same attributes) on ``data`` and ``weight``, with a
+    float32 result."""
+    if call.op.name == "relax.matmul":
+        return relax.op.matmul(data, weight, out_dtype="float32")
+    a = call.attrs
+    return relax.op.nn.conv2d(
+        data,
+        weight,
+        strides=a.strides,
+        padding=a.padding,
+        dilation=a.dilation,
+        groups=a.groups,
+        data_layout=a.data_layout,
+        kernel_layout=a.kernel_layout,
+        out_layout=a.out_layout,
+        out_dtype="float32",
+    )
 
 
 def _pairs_of_channels(call: relax.Call) -> bool:
