@@ -2,8 +2,8 @@
 
 An ONNX layer wrapped in bfloat16 Casts, or float32 arithmetic on bfloat16 values (the
 ``mixed-precision`` pass's 16-bit form on such targets), must compile for a Zen 4
-target to a library that really contains ``vdpbf16ps`` (checked on any x86 host: only running it needs the instruction), and
-compute what float32 sums of exact bfloat16 products say: within one bfloat16 step
+target to a library that really contains ``vdpbf16ps`` (checked on any x86 host: only
+running it needs the instruction), and compute what float32 sums of exact bfloat16 products say: within one bfloat16 step
 (2**-8 relative) of a float64 reference on the same rounded operands per rounding the
 graph has, the step taken of the sum of the products' magnitudes (TVM's bfloat16
 legalization computes a bfloat16 value that never leaves a kernel in float32 — the sum
