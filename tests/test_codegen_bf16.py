@@ -1,17 +1,17 @@
 """bfloat16 contractions: ``vdpbf16ps`` where the target has AVX-512 BF16, float32 elsewhere.
 
 An ONNX layer wrapped in bfloat16 Casts, or float32 arithmetic on bfloat16 values (the
-``mixed-precision`` pass's 16-bit form on such targets), must compile for a Zen 4
-target to a library that really contains ``vdpbf16ps`` (checked on any x86 host: only
-running it needs the instruction), and compute what float32 sums of exact bfloat16 products say: within one bfloat16 step
-(2**-8 relative) of a float64 reference on the same rounded operands per rounding the
-graph has, the step taken of the sum of the products' magnitudes (TVM's bfloat16
-legalization computes a bfloat16 value that never leaves a kernel in float32 — the sum
-before a bias is added, an activation cast to bfloat16 and straight back to float32 for
-the stem conv —: more exact than the graph, not less; so the bound is the one of input
-rounding, not of the result's last bit). A stem conv over 3 channels and every conv on
-a CPU without the instruction compute in float32 on widened operands, to the same
-accuracy.
+``mixed-precision`` pass's 16-bit form on such targets), must compile for a Zen 4 target
+to a library that really contains ``vdpbf16ps`` (checked on any x86 host: only running
+it needs the instruction), and compute what float32 sums of exact bfloat16 products say:
+within one bfloat16 step (2**-8 relative) of a float64 reference on the same rounded
+operands per rounding the graph has, the step taken of the sum of the products'
+magnitudes (TVM's bfloat16 legalization computes a bfloat16 value that never leaves a
+kernel in float32 — the sum before a bias is added, an activation cast to bfloat16 and
+straight back to float32 for the stem conv —: more exact than the graph, not less; so
+the bound is the one of input rounding, not of the result's last bit). A stem conv over
+3 channels and every conv on a CPU without the instruction compute in float32 on widened
+operands, to the same accuracy.
 """
 
 from __future__ import annotations
