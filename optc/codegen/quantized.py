@@ -54,7 +54,7 @@ from tvm import relax
 from tvm.ir import Op
 from tvm.ir.expr import GenericConst
 
-from optc.codegen.relax_rewrite import rewrite_functions
+from optc.codegen.relax_rewrite import conv2d_like, rewrite_functions
 
 log = logging.getLogger(__name__)
 
@@ -857,19 +857,7 @@ def _float32_sum(call: relax.Call, data: relax.Expr, weight: relax.Expr) -> rela
     float32 result."""
     if call.op.name == "relax.matmul":
         return relax.op.matmul(data, weight, out_dtype="float32")
-    a = call.attrs
-    return relax.op.nn.conv2d(
-        data,
-        weight,
-        strides=a.strides,
-        padding=a.padding,
-        dilation=a.dilation,
-        groups=a.groups,
-        data_layout=a.data_layout,
-        kernel_layout=a.kernel_layout,
-        out_layout=a.out_layout,
-        out_dtype="float32",
-    )
+    return conv2d_like(call, data, weight, out_dtype="float32")
 
 
 def _pairs_of_channels(call: relax.Call) -> bool:

@@ -20,7 +20,7 @@ from tvm import relax
 from tvm.ir import Op
 from tvm.ir.expr import GenericConst
 
-from optc.codegen.relax_rewrite import rewrite_functions
+from optc.codegen.relax_rewrite import conv2d_like, rewrite_functions
 
 from .hw import cpu_info
 
@@ -70,11 +70,9 @@ class _PadGroups(relax.PyExprMutator):
         wp = np.zeros((kh, kw, cg, groups, fp), w.dtype)
         wp[..., :fg] = w.reshape(kh, kw, cg, groups, fg)
         conv = self.builder_.emit(
-            relax.op.nn.conv2d(
-                call.args[0], relax.const(wp.reshape(kh, kw, cg, groups * fp)),
-                strides=attrs.strides, padding=attrs.padding, dilation=attrs.dilation,
+            conv2d_like(
+                call, call.args[0], relax.const(wp.reshape(kh, kw, cg, groups * fp)),
                 groups=groups, data_layout="NHWC", kernel_layout="HWIO", out_layout="NHWC",
-                out_dtype=attrs.out_dtype,
             )
         )
         n, h, wd, _ = (int(d) for d in call.ty.shape.values)

@@ -20,6 +20,8 @@ from tvm import relax
 from tvm.ir import Op
 from tvm.ir.expr import GenericConst
 
+from optc.codegen.relax_rewrite import conv2d_like
+
 from .constfold import fold_passes
 from .conv_pack import pack_conv_weights_pass
 from .fastmath import fast_math_passes
@@ -114,18 +116,7 @@ class _Simplify(relax.PyExprMutator):
         top, bottom, left, right = widths[4:]
         p = [int(v) for v in attrs.padding]
         padding = [p[0] + top, p[1] + left, p[2] + bottom, p[3] + right]
-        return relax.op.nn.conv2d(
-            pad.args[0],
-            conv.args[1],
-            strides=attrs.strides,
-            padding=padding,
-            dilation=attrs.dilation,
-            groups=attrs.groups,
-            data_layout=attrs.data_layout,
-            kernel_layout=attrs.kernel_layout,
-            out_layout=attrs.out_layout,
-            out_dtype=attrs.out_dtype,
-        )
+        return conv2d_like(conv, pad.args[0], conv.args[1], padding=padding)
 
     def _resolve(self, expr: relax.Expr) -> relax.Expr:
         """The expression a dataflow variable is bound to (the variable itself if unbound)."""
