@@ -14,12 +14,19 @@
    graphs' feature range, where the network's correction gives way to the fitted prior
    (``optc.cost.learned_range``; ``--extrapolation 0`` keeps all of it, on inputs
    clipped to the range).
+3. The large models (``wide_v1.jsonl.gz``, 14-200 ms, as ``--test-dataset``): in each
+   fold, the held-out device adapted on its reference rows of that collection predicts
+   its 20 large models (protocol ``references@wide_v1``). With ``--dataset v1 wide``
+   they are meta-trained on instead (the held-out device's rows never).
 
-    python benchmarks/latency_predictor.py                      # both parts
+    python benchmarks/latency_predictor.py                      # every part
     python benchmarks/latency_predictor.py --draws 3 --members 2 --json out.json
     # the same split over processes (each device's fold is independent), then merged:
     python benchmarks/latency_predictor.py --held-out tvm-1t,tvm-2t --skip-host --json a.json
     python benchmarks/latency_predictor.py --merge a.json b.json ...
+    # meta-trained with the large models of wide_v1 too (default: only scored):
+    python benchmarks/latency_predictor.py --dataset DATA/meta_train_v1.jsonl.gz \
+        DATA/wide_v1.jsonl.gz --test-dataset
 
 Slow parts are cached per user: graph features and host-roofline figures per graph.
 """
@@ -41,11 +48,15 @@ from optc.cost import latency_baselines as base
 from optc.cost.learned import LearnedLatencyModel
 from optc.cost.learned_data import Labeled, reference_keys
 from optc.cost.learned_eval import (
+    SAME_RUNTIME,
     DeviceRows,
     Score,
     dataset_devices,
+    dataset_name,
+    datasets_devices,
     device_rows,
     evaluate,
+    merge_siblings,
     score_methods,
     table,
 )
@@ -120,8 +131,33 @@ def host_scores(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, default=DATA / "meta_train_v1.jsonl.gz")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        nargs="+",
+        default=[DATA / "meta_train_v1.jsonl.gz"],
+        help="Meta-training datasets (the shipped model's: meta_train_v1); the devices of "
+        "the second and later ones are devices of their own, named device@dataset (or, "
+        "with --same-runtime, rows of the first one's device), held out with their base "
+        "device and scored as the references@dataset protocol.",
+    )
+    parser.add_argument(
+        "--test-dataset",
+        type=Path,
+        nargs="*",
+        default=[DATA / "wide_v1.jsonl.gz"],
+        help="Datasets only scored (as references@dataset: adapted on the held-out "
+        "device's reference rows there, scored on its other rows), never trained on.",
+    )
     parser.add_argument("--host", type=Path, default=DATA / "host_real_v1.jsonl.gz")
+    parser.add_argument(
+        "--same-runtime",
+        default=",".join(SAME_RUNTIME),
+        metavar="DEVICES",
+        help="Devices whose rows from the later datasets train as rows of the first "
+        "dataset's device (the same latency function); the others train as "
+        "device@dataset. Empty: none.",
+    )
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--members", type=int, default=3)
@@ -179,7 +215,11 @@ def main() -> None:
         extrapolation=args.extrapolation,
     )
     encoder = GraphEncoder()
-    devices = dataset_devices(args.dataset, encoder, args.latency)
+    devices = datasets_devices([*args.dataset, *args.test_dataset], encoder, args.latency)
+    untrained = {
+        d for d in devices if any(d.endswith("@" + dataset_name(p)) for p in args.test_dataset)
+    }
+    same_runtime = [d for d in args.same_runtime.split(",") if d]
     roofline = host_roofline(devices)
     refs = list(reference_keys(devices))
     rows = device_rows(devices, encoder, roofline=lambda s: roofline[s.key])
@@ -196,6 +236,8 @@ def main() -> None:
             config=config,
             encoder=encoder,
             held_out=[d for d in args.held_out.split(",") if d] or None,
+            untrained=untrained,
+            same_runtime=same_runtime,
         )
     if args.host.is_file() and not args.skip_host:
         real_devices = dataset_devices(args.host, encoder, args.latency)
@@ -203,14 +245,25 @@ def main() -> None:
         real = device_rows(real_devices, encoder, roofline=lambda s: roofline[s.key])
         model = LearnedLatencyModel(
             pretrained=False, seed=args.seed, members=args.members, config=config, encoder=encoder
-        ).fit(devices)
+        ).fit(
+            merge_siblings(
+                {d: s for d, s in devices.items() if d not in untrained}, same_runtime, refs
+            )
+        )
         scores += host_scores(model, devices, real, refs, roofline, args.seed)
     print(table(scores))
     print(
         f"\n{time.perf_counter() - started:.0f} s; K = {args.k}, draws = {args.draws}, "
         f"members = {args.members}, iterations = {args.iterations}, "
         f"latency = {args.latency}, prior = {args.prior}, "
-        f"extrapolation = {args.extrapolation}"
+        f"extrapolation = {args.extrapolation}; same runtime: {args.same_runtime or '-'}; "
+        "trained on "
+        f"{', '.join(dataset_name(p) for p in args.dataset)}"
+        + (
+            f", scored on {', '.join(dataset_name(p) for p in args.test_dataset)}"
+            if args.test_dataset
+            else ""
+        )
     )
     if args.json:
         args.json.write_text(json.dumps([dataclasses.asdict(s) for s in scores], indent=1))

@@ -9,13 +9,30 @@ device's samples and predict the rest. Two ways of choosing the K samples:
   model then has no reference latencies and uses the training devices' mean embedding.
 
 Scored on the device's remaining non-reference models: Spearman's rho and MAPE.
+
+Several datasets can be combined (``datasets_devices``): the devices of every dataset
+after the first are named ``device@dataset`` (``wide_v1``'s ``tvm-2t`` becomes
+``tvm-2t@wide_v1``), each a training device of its own with its own reference-model
+embedding, because the same runtime measured another day (with other schedules) is
+another latency function. Holding out a device holds out all its ``@`` siblings too
+(the same runtime must not be in training when it is the one to predict), and each
+sibling is scored as a protocol of its own, ``references@dataset``: adapted on the
+sibling's reference rows, scored on its other rows.
+
+Where a later collection measured the *same* latency function (same runtime and
+settings, reference rows within noise of the first collection's), its rows can instead
+join the first collection's device in training (``merge_siblings``; ``same_runtime``
+names those devices): one task whose episodes then see small and large models under one
+embedding, so that the correction learns how the device's latency departs from a prior
+fitted on the small reference models as models grow. They are still scored apart, as the
+``references@dataset`` protocol.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +54,19 @@ from optc.settings import read_settings
 log = logging.getLogger(__name__)
 
 METHODS = ("learned", "flops", "roofline", "scratch", "nearest", "fitted")
+SIBLING = "@"
+"""Separates a device's name from the dataset it came from (``tvm-2t@wide_v1``)."""
+SAME_RUNTIME = ("ort-1t", "ort-2t", "ort-int8-1t", "torch-1t")
+"""The devices of optc's shipped datasets whose later collection (``wide_v1``) measured
+the same latency function as ``meta_train_v1``: onnxruntime and eager torch, reference
+rows new / v1 1.02-1.11 (median per device). Not TVM: optc's own schedules got faster
+in between (0.87-0.90; 0.42-1.35 per model), so ``tvm-*@wide_v1`` are devices of their
+own."""
+
+
+def base_device(device: str) -> str:
+    """The device a (possibly ``@``-suffixed) dataset device name stands for."""
+    return device.split(SIBLING, 1)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +119,32 @@ def device_rows(
     return rows
 
 
+def training_devices(
+    devices: Collection[str], held: str, untrained: Collection[str] = ()
+) -> list[str]:
+    """The devices to meta-train on when ``held`` is held out: not it, not any of its
+    ``@`` siblings (the same runtime from another collection), not the ``untrained``."""
+    return [d for d in devices if base_device(d) != base_device(held) and d not in untrained]
+
+
+def merge_siblings(
+    devices: Mapping[str, Sequence[Labeled]],
+    same_runtime: Collection[str],
+    reference_keys: Collection[str],
+) -> dict[str, list[Labeled]]:
+    """``devices`` with every ``device@dataset`` whose base device is in ``same_runtime``
+    (and present) folded into that device: its rows other than the reference models (the
+    first collection's give the embedding). The rest are kept as they are."""
+    refs = set(reference_keys)
+    merged = {d: list(s) for d, s in devices.items()}
+    for device, samples in devices.items():
+        base_name = base_device(device)
+        if device != base_name and base_name in same_runtime and base_name in merged:
+            merged[base_name] += [s for s in samples if s.key not in refs]
+            del merged[device]
+    return merged
+
+
 def evaluate(
     rows: Mapping[str, DeviceRows],
     reference_keys: Sequence[str],
@@ -100,30 +156,45 @@ def evaluate(
     config: MetaConfig | None = None,
     encoder: GraphEncoder | None = None,
     held_out: Sequence[str] | None = None,
+    untrained: Collection[str] = (),
+    same_runtime: Collection[str] = (),
 ) -> list[Score]:
     """Leave-one-device-out scores of every method on every device (see module doc), or
     on the ``held_out`` ones only (each still trains on all the others: a run can be
-    split across processes)."""
+    split across processes). Devices named ``device@dataset`` are held out with their
+    base device and scored as its ``references@dataset`` protocol; the ``untrained``
+    ones are never trained on, only scored that way (a test set); those of a base device
+    in ``same_runtime`` are trained on as rows of that device (``merge_siblings``)."""
     scores: list[Score] = []
     refs = set(reference_keys)
     unknown = sorted(set(held_out or ()) - set(rows))
     if unknown:
         raise UserInputError(f"no such device in the dataset: {', '.join(unknown)}")
-    for held in sorted(held_out or rows):
-        train = {d: r.samples for d, r in rows.items() if d != held}
+    for held in sorted(held_out or [d for d in rows if SIBLING not in d]):
+        kept = training_devices(rows, held, untrained)
         model = LearnedLatencyModel(
             pretrained=False, seed=seed, members=members, config=config, encoder=encoder
-        ).fit(train)
+        ).fit(merge_siblings({d: rows[d].samples for d in kept}, same_runtime, refs))
         data = rows[held]
         is_ref = np.array([key in refs for key in data.keys])
-        others = {
-            d: dict(zip(r.keys, r.latency, strict=True)) for d, r in rows.items() if d != held
-        }
+        others = {d: dict(zip(rows[d].keys, rows[d].latency, strict=True)) for d in kept}
         support = np.flatnonzero(is_ref)[:k]
-        center = base.roofline_center(
-            [(r.features, r.latency) for d, r in rows.items() if d != held]
-        )
+        center = base.roofline_center([(rows[d].features, rows[d].latency) for d in kept])
         scores += _one(held, "references", data, support, ~is_ref, model, others, seed, center)
+        for sibling in sorted(d for d in rows if d != held and base_device(d) == held):
+            extra = rows[sibling]
+            is_extra_ref = np.array([key in refs for key in extra.keys])
+            scores += _one(
+                held,
+                "references" + sibling[len(held) :],
+                extra,
+                np.flatnonzero(is_extra_ref)[:k],
+                ~is_extra_ref,
+                model,
+                others,
+                seed,
+                center,
+            )
         pool = np.flatnonzero(~is_ref)
         rng = np.random.default_rng(seed)
         drawn = []
@@ -170,7 +241,10 @@ def score_methods(
     one already ``adapted`` on them), scored on its ``test`` rows. Rows a baseline cannot
     predict (the nearest device lacks the model) are left out of that baseline's score."""
     measured = data.latency
-    nearest, borrowed = base.nearest_device(data.keys, measured, support, others)
+    # The nearest device must have measured the rows to predict (a collection of large
+    # models cannot stand in for one of small ones), where any training device has.
+    covering = {d: t for d, t in others.items() if all(k in t for k in data.keys)}
+    nearest, borrowed = base.nearest_device(data.keys, measured, support, covering or others)
     predictions = {
         "learned": adapted.predict_features(data.features)[0],
         "flops": base.flops_only(data.features, measured, support),
@@ -267,4 +341,22 @@ def dataset_devices(
             encoder.encode_key(sample.key, sample.load)
     if len(encoder) > before:
         encoder.save_cache(cache)
+    return devices
+
+
+def dataset_name(path: Path) -> str:
+    """A dataset file's name without its extensions (``wide_v1.jsonl.gz`` -> ``wide_v1``)."""
+    return path.name.split(".", 1)[0]
+
+
+def datasets_devices(
+    paths: Sequence[Path], encoder: GraphEncoder, latency: str = "median"
+) -> dict[str, list[Labeled]]:
+    """Several datasets' samples by device: the first dataset's devices under their own
+    names, every later one's as ``device@dataset`` (see the module doc)."""
+    devices: dict[str, list[Labeled]] = {}
+    for i, path in enumerate(paths):
+        suffix = "" if i == 0 else SIBLING + dataset_name(path)
+        for device, samples in dataset_devices(path, encoder, latency).items():
+            devices[device + suffix] = samples
     return devices
