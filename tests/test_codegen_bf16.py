@@ -136,11 +136,28 @@ CONV_B = RNG.standard_normal(32).astype(np.float32)
 STEM_W = RNG.standard_normal((16, 3, 3, 3)).astype(np.float32) * 0.1
 
 
-def matmul_case() -> Case:
+def matmul_case(cols: int = 256) -> Case:
+    """A bfloat16 matmul 16 x 384 -> ``cols`` (256: the zmm kernel; 24: the 256-bit one;
+    1001: not a multiple of 8, float32)."""
     x = RNG.standard_normal((16, 384)).astype(np.float32)
-    model = bf16_model(helper.make_node("MatMul", [], []), [16, 384], MATMUL_W, None)
-    return (model, x, rounded(x) @ rounded(MATMUL_W),
-            np.abs(rounded(x)) @ np.abs(rounded(MATMUL_W)))
+    weight = MATMUL_W if cols == MATMUL_W.shape[1] else \
+        RNG.standard_normal((384, cols)).astype(np.float32) * 0.05
+    model = bf16_model(helper.make_node("MatMul", [], []), [16, 384], weight, None)
+    return (model, x, rounded(x) @ rounded(weight),
+            np.abs(rounded(x)) @ np.abs(rounded(weight)))
+
+
+def gemm_values_case() -> Case:
+    """A classifier in the pass's form: ``Gemm(transB=1)`` on bfloat16 values, 1 x 1280 ->
+    1000 (the weight reaches the code generator transposed)."""
+    weight = RNG.standard_normal((1000, 1280)).astype(np.float32) * 0.03
+    bias = RNG.standard_normal(1000).astype(np.float32)
+    node = helper.make_node("Gemm", [], [], transB=1)
+    x = RNG.standard_normal((1, 1280)).astype(np.float32)
+    model = bf16_values_model(node, [1, 1280], weight, bias)
+    product = rounded(x) @ rounded(weight).T
+    size = np.abs(rounded(x)) @ np.abs(rounded(weight)).T
+    return model, x, product + bias[None], size + np.abs(bias)[None]
 
 
 def conv_case(stride: int) -> Case:
@@ -174,13 +191,30 @@ def stem_case() -> Case:
             conv_reference(np.abs(rounded(x)), np.abs(rounded(STEM_W)), 1, 1))
 
 
+CASES = {"matmul": matmul_case, "matmul-8-wide": lambda: matmul_case(24),
+         "conv": lambda: conv_case(1), "conv-stride-2": lambda: conv_case(2),
+         "bf16-values": values_case, "gemm-values": gemm_values_case, "stem": stem_case,
+         "matmul-1001": lambda: matmul_case(1001)}
+
+
 @x86_only
-@pytest.mark.parametrize("case", ["matmul", "conv", "conv-stride-2", "bf16-values"])
-def test_bf16_contractions_compile_to_vdpbf16ps_on_zen4(case: str) -> None:
-    model = {"matmul": matmul_case, "conv": lambda: conv_case(1),
-             "conv-stride-2": lambda: conv_case(2), "bf16-values": values_case}[case]()[0]
-    assert "vdpbf16ps" in library_asm(model, ZEN4)
+@pytest.mark.parametrize(
+    ("case", "register"),
+    [("matmul", "zmm"), ("matmul-8-wide", "ymm"), ("conv", "zmm"), ("conv-stride-2", "zmm"),
+     ("bf16-values", "zmm"), ("gemm-values", "ymm")],
+)
+def test_bf16_contractions_compile_to_vdpbf16ps_on_zen4(case: str, register: str) -> None:
+    """On ``register``s: 16 outputs per instruction, or 8 where the width is a multiple
+    of 8 but not of 16 (the 1000-class classifier, EfficientNet's 24-channel convs)."""
+    model = CASES[case]()[0]
+    asm = library_asm(model, ZEN4)
+    assert any("vdpbf16ps" in line and f"%{register}" in line for line in asm.splitlines())
     assert "vdpbf16ps" not in library_asm(model, ZEN3)  # widened to float32 there
+
+
+@x86_only
+def test_a_width_not_a_multiple_of_8_computes_in_float32() -> None:
+    assert "vdpbf16ps" not in library_asm(matmul_case(1001)[0], ZEN4)
 
 
 @x86_only
@@ -191,12 +225,9 @@ def test_a_stem_conv_over_three_channels_computes_in_float32() -> None:
 
 
 @needs_bf16
-@pytest.mark.parametrize("case", ["matmul", "conv", "conv-stride-2", "stem", "bf16-values"])
+@pytest.mark.parametrize("case", list(CASES))
 def test_bf16_layers_on_zen4_sum_exact_products_in_float32(case: str) -> None:
-    made = {"matmul": matmul_case, "conv": lambda: conv_case(1),
-            "conv-stride-2": lambda: conv_case(2), "stem": stem_case,
-            "bf16-values": values_case}[case]()
-    run_and_check(made, ZEN4, 2 if case.startswith("conv") else 1)
+    run_and_check(CASES[case](), ZEN4, 2 if case.startswith("conv") else 1)
 
 
 @needs_avx2

@@ -344,14 +344,17 @@ def test_hessian_scores_see_the_bfloat16_rounding(digits: Graph) -> None:
 def test_proxy_prices_bfloat16_faster_than_fp32_where_native(digits: Graph) -> None:
     """On an AVX-512 BF16 host a bf16 layer that ``vdpbf16ps`` runs costs ``BF16_DOT`` of
     its fp32 cost, enough for the ladder's step (``MIN_GAIN``), and int8 still less; a
-    layer it cannot run (stem over one channel, grouped convs), float16 there, and either
-    type without the instructions are widened to float32 and no faster."""
+    layer it cannot run (stem over one channel, grouped convs, a classifier of 10 classes:
+    not a multiple of 8 outputs), float16 there, and either type without the
+    instructions are widened to float32 and no faster."""
     layers = quantizable_layers(digits)
     zen4 = host_rates(ZEN4_FLAGS)
     assert zen4.half_dtype == "bfloat16" and native_bf16(ZEN4_FLAGS)
-    stem, *packed = layers  # the stem reads one channel: widened, no pairs to sum
-    assert not on_bf16_kernel(stem) and all(on_bf16_kernel(layer) for layer in packed)
-    assert zen4.layer_seconds(stem, FP16) >= zen4.layer_seconds(stem, FP32)
+    stem, *packed, classifier = layers  # the stem reads one channel: no pairs to sum
+    assert all(on_bf16_kernel(layer) for layer in packed)
+    for widened in (stem, classifier):
+        assert not on_bf16_kernel(widened)
+        assert zen4.layer_seconds(widened, FP16) >= zen4.layer_seconds(widened, FP32)
     for layer in packed:
         fp32 = zen4.layer_seconds(layer, FP32)
         bf16 = zen4.layer_seconds(layer, FP16)

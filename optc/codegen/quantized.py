@@ -239,13 +239,25 @@ class _LowerContractions(_Resolving):
         data = self.resolve(call.args[0])
         if _op_name(data) != "relax.astype" or str(data.args[0].ty.dtype) != "bfloat16":
             return call
-        weight = _const(self.resolve(call.args[1]))
+        weight = self._permuted_constant(call.args[1])
         if weight is None or weight.dtype != np.float32 or not _pairs_of_channels(call):
             return call
         if np.any(weight.view(np.uint32) & 0xFFFF):  # not all bfloat16 values
             return call
         half = relax.const(weight.astype(ml_dtypes.bfloat16), "bfloat16")
         return _float32_sum(call, data.args[0], half)
+
+    def _permuted_constant(self, expr: relax.Expr) -> np.ndarray | None:
+        """The constant behind ``expr``, through one ``permute_dims`` (a ``Gemm``'s
+        transposed weight, as TVM's importer writes it), transposed at compile time."""
+        expr = self.resolve(expr)
+        if _op_name(expr) != "relax.permute_dims":
+            return _const(expr)
+        inner = _const(self.resolve(expr.args[0]))
+        if inner is None:
+            return None
+        axes = None if expr.attrs.axes is None else [int(a) for a in expr.attrs.axes]
+        return np.ascontiguousarray(np.transpose(inner, axes))
 
     def _widened(self, call: relax.Call) -> relax.Expr:
         """``conv2d|matmul(x16, w16)`` -> ``astype(conv2d|matmul(x, w, out f32), 16)`` for
@@ -861,17 +873,22 @@ def _float32_sum(call: relax.Call, data: relax.Expr, weight: relax.Expr) -> rela
 
 
 def _pairs_of_channels(call: relax.Call) -> bool:
-    """Whether ``vdpbf16ps`` can run the bfloat16 contraction ``call``: a matmul, or a
-    conv2d with one group whose input channels come in pairs (the instruction's unit;
-    a stem conv over 3 channels runs in float32)."""
-    if call.op.name == "relax.matmul":
-        return True
+    """Whether ``vdpbf16ps`` can run the bfloat16 contraction ``call`` (``vnni_pack``): a
+    matmul over a 2-D weight, or a conv2d with one group, whose reduction comes in pairs
+    (the instruction's unit: a stem conv over 3 channels runs in float32) and whose
+    output width is a multiple of 8 (the 256-bit form's lanes; a 1000-class classifier
+    is, a 1001-class one runs in float32)."""
     weight = call.args[1].ty
-    if int(call.attrs.groups) != 1 or not isinstance(weight, relax.TensorType):
+    if not isinstance(weight, relax.TensorType) or weight.shape is None:
         return False
-    axis = str(call.attrs.kernel_layout).index("I")
-    channels = weight.shape[axis] if weight.shape is not None else None
-    return isinstance(channels, tvm.tirx.IntImm) and int(channels) % 2 == 0
+    dims = [int(d) if isinstance(d, tvm.tirx.IntImm) else -1 for d in weight.shape.values]
+    if call.op.name == "relax.matmul":
+        return len(dims) == 2 and dims[0] % 2 == 0 and dims[1] > 0 and dims[1] % 8 == 0
+    if int(call.attrs.groups) != 1:
+        return False
+    layout = str(call.attrs.kernel_layout)
+    channels, outputs = dims[layout.index("I")], dims[layout.index("O")]
+    return channels > 0 and channels % 2 == 0 and outputs > 0 and outputs % 8 == 0
 
 
 def _apply(mutator: relax.PyExprMutator, mod: tvm.IRModule) -> tvm.IRModule:

@@ -199,10 +199,16 @@ def on_pairs_kernel(layer: Layer) -> bool:
 
 def on_bf16_kernel(layer: Layer) -> bool:
     """Whether the code generator runs ``layer`` in bfloat16 on ``vdpbf16ps`` where the
-    target has it (``optc.codegen.quantized._pairs_of_channels``): a MatMul / Gemm, or a
-    Conv with one group over an even number of input channels (the instruction sums
-    pairs of them); other bfloat16 layers are widened to float32."""
-    return layer.op != "Conv" or (layer.groups == 1 and layer.in_channels % 2 == 0)
+    target has it (``optc.codegen.quantized._pairs_of_channels``): a MatMul / Gemm over
+    an even depth, or a Conv with one group over an even number of input channels (the
+    instruction sums pairs), with a multiple of 8 outputs (its 256-bit form's lanes);
+    other bfloat16 layers are widened to float32."""
+    outputs = layer.weight_elements // layer.depth if layer.depth else 0
+    if outputs == 0 or outputs % 8:
+        return False
+    if layer.op != "Conv":
+        return layer.depth % 2 == 0
+    return layer.groups == 1 and layer.in_channels % 2 == 0
 
 
 def host_rates(flags: Collection[str] | None = None,

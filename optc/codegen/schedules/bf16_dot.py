@@ -28,27 +28,41 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 LANES, PAIR = 16, 2  # float32 accumulators per zmm register; bfloat16 products per lane
-INTRIN = "optc_dot_16x2_bf16_local"
-# The same instruction on activations held as their bits (uint16): a padded copy made
-# inside the kernel (``vnni_pack.packed_conv``) must be, because TVM's bfloat16
-# legalization turns a bfloat16 buffer allocated in a kernel into a float32 one, whose
-# pairs are no longer one 32-bit word (LLVM then refuses the bitcast).
-BITS_INTRIN = "optc_dot_16x2_bf16_bits_local"
-WRAPPER = "optc_vdpbf16ps_512"
+YMM_LANES = 8  # the 256-bit form (AVX-512 VL): output widths a multiple of 8, not of 16
 
-WRAPPER_IR = f"""
-declare <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float>, <32 x bfloat>, <32 x bfloat>)
 
-define internal <16 x float> @{WRAPPER}(<16 x float> %acc, <32 x i16> %a, <32 x i16> %b) \
-alwaysinline {{
-  %ab = bitcast <32 x i16> %a to <32 x bfloat>
-  %bb = bitcast <32 x i16> %b to <32 x bfloat>
-  %r = call <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float> %acc, \
-<32 x bfloat> %ab, <32 x bfloat> %bb)
-  ret <16 x float> %r
+def intrin_name(lanes: int, bits: bool = False) -> str:
+    """The tensor intrinsic of ``lanes`` accumulators; ``bits``: on activations held as
+    their bits (uint16). A padded copy made inside the kernel (``vnni_pack.packed_conv``)
+    must be, because TVM's bfloat16 legalization turns a bfloat16 buffer allocated in a
+    kernel into a float32 one, whose pairs are no longer one 32-bit word (LLVM then
+    refuses the bitcast)."""
+    return f"optc_dot_{lanes}x2_bf16{'_bits' if bits else ''}_local"
+
+
+def wrapper_name(lanes: int) -> str:
+    return f"optc_vdpbf16ps_{32 * lanes}"
+
+
+def _wrapper(lanes: int) -> str:
+    """LLVM IR of the wrapper for ``lanes`` accumulators: ``<2 lanes x i16>`` operands
+    bitcast to ``<2 lanes x bfloat>``."""
+    acc, pairs = f"<{lanes} x float>", f"<{2 * lanes} x bfloat>"
+    bits, intrinsic = f"<{2 * lanes} x i16>", f"llvm.x86.avx512bf16.dpbf16ps.{32 * lanes}"
+    return f"""
+declare {acc} @{intrinsic}({acc}, {pairs}, {pairs})
+
+define internal {acc} @{wrapper_name(lanes)}({acc} %acc, {bits} %a, {bits} %b) alwaysinline {{
+  %ab = bitcast {bits} %a to {pairs}
+  %bb = bitcast {bits} %b to {pairs}
+  %r = call {acc} @{intrinsic}({acc} %acc, {pairs} %ab, {pairs} %bb)
+  ret {acc} %r
 }}
 """
-"""The wrapper's LLVM IR: ``<32 x i16>`` operands bitcast to ``<32 x bfloat>``."""
+
+
+WRAPPER_IR = {lanes: _wrapper(lanes) for lanes in (LANES, YMM_LANES)}
+"""Lanes -> the LLVM IR of that width's wrapper."""
 
 
 def _value(x: tirx.PrimExpr, bits: bool) -> tirx.PrimExpr:
@@ -56,8 +70,8 @@ def _value(x: tirx.PrimExpr, bits: bool) -> tirx.PrimExpr:
     return T.cast(T.reinterpret(x, dtype="bfloat16") if bits else x, "float32")
 
 
-def dot_desc(act_dtype: str = "bfloat16") -> tirx.PrimFunc:
-    """What the kernel computes, for tensorize to match: 16 float32 accumulators, each
+def dot_desc(act_dtype: str = "bfloat16", lanes: int = LANES) -> tirx.PrimFunc:
+    """What the kernel computes, for tensorize to match: ``lanes`` float32 accumulators, each
     adding two bfloat16 x bfloat16 products (``c[i] += f32(a[k]) * f32(b[i, k])``, the
     form Relax legalizes ``matmul(bf16, bf16, out_dtype="float32")`` to); ``act_dtype``
     "uint16": ``a`` holds the activations' bits."""
@@ -66,13 +80,13 @@ def dot_desc(act_dtype: str = "bfloat16") -> tirx.PrimFunc:
     @T.prim_func(s_tir=True)
     def desc(
         a: T.Buffer((PAIR,), act_dtype, offset_factor=1),
-        b: T.Buffer((LANES, PAIR), "bfloat16", offset_factor=1),
-        c: T.Buffer((LANES,), "float32", offset_factor=1, scope="local"),
+        b: T.Buffer((lanes, PAIR), "bfloat16", offset_factor=1),
+        c: T.Buffer((lanes,), "float32", offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
-            T.reads(c[0:LANES], a[0:PAIR], b[0:LANES, 0:PAIR])
-            T.writes(c[0:LANES])
-            for i in T.serial(0, LANES):
+            T.reads(c[0:lanes], a[0:PAIR], b[0:lanes, 0:PAIR])
+            T.writes(c[0:lanes])
+            for i in T.serial(0, lanes):
                 for k in T.serial(0, PAIR):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
@@ -81,33 +95,32 @@ def dot_desc(act_dtype: str = "bfloat16") -> tirx.PrimFunc:
     return desc
 
 
-def dot_impl(act_dtype: str = "bfloat16") -> tirx.PrimFunc:
+def dot_impl(act_dtype: str = "bfloat16", lanes: int = LANES) -> tirx.PrimFunc:
     """``vdpbf16ps`` through ``WRAPPER``: the activation pair broadcast as one 32-bit word
     (``vpbroadcastd``), the 16 x 2 weight tile loaded as one zmm. The bfloat16 loads are
     reinterpreted as unsigned 16-bit vectors, a form TVM's bfloat16 legalization keeps
     (it widens bfloat16 arithmetic, not bit casts)."""
     pair = f"{act_dtype}x{PAIR}"
+    acc, operand = f"float32x{lanes}", f"uint16x{2 * lanes}"
 
     @T.prim_func(s_tir=True)
     def impl(
         a: T.Buffer((PAIR,), act_dtype, offset_factor=1),
-        b: T.Buffer((LANES, PAIR), "bfloat16", offset_factor=1),
-        c: T.Buffer((LANES,), "float32", offset_factor=1, scope="local"),
+        b: T.Buffer((lanes, PAIR), "bfloat16", offset_factor=1),
+        c: T.Buffer((lanes,), "float32", offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
-            T.reads(c[0:LANES], a[0:PAIR], b[0:LANES, 0:PAIR])
-            T.writes(c[0:LANES])
-            c[T.ramp(T.int32(0), 1, LANES)] = T.call_pure_extern(
-                "float32x16",
-                WRAPPER,
-                c.vload([0], dtype="float32x16"),
+            T.reads(c[0:lanes], a[0:PAIR], b[0:lanes, 0:PAIR])
+            T.writes(c[0:lanes])
+            c[T.ramp(T.int32(0), 1, lanes)] = T.call_pure_extern(
+                acc,
+                wrapper_name(lanes),
+                c.vload([0], dtype=acc),
                 T.reinterpret(
-                    T.broadcast(
-                        T.reinterpret(a.vload([0], pair), dtype="uint32"), LANES
-                    ),
-                    dtype="uint16x32",
+                    T.broadcast(T.reinterpret(a.vload([0], pair), dtype="uint32"), lanes),
+                    dtype=operand,
                 ),
-                T.reinterpret(b.vload([0, 0], dtype="bfloat16x32"), dtype="uint16x32"),
+                T.reinterpret(b.vload([0, 0], dtype=f"bfloat16x{2 * lanes}"), dtype=operand),
             )
 
     return impl

@@ -72,10 +72,11 @@ def has_vnni(target: tvm.target.Target) -> bool:
 
 def has_bf16_dot(target: tvm.target.Target) -> bool:
     """Whether ``target`` has AVX-512 BF16's ``vdpbf16ps`` (32 bfloat16 products added in
-    pairs into 16 float32 lanes), which optc's bfloat16 contractions run on
+    pairs into 16 float32 lanes; with AVX-512 VL, which every such CPU has, also the
+    256-bit form on 8 lanes), which optc's bfloat16 contractions run on
     (``schedules/bf16_dot.py``); elsewhere a bfloat16 layer is widened to float32.
 
     The LLVM IR that calls it takes ``<32 x bfloat>`` operands, which LLVM 17 introduced."""
     if target.kind.name != "llvm" or codegen.llvm_version_major() < _VNNI_LLVM:
         return False
-    return _has("avx512bf16", target) and _has("avx512bw", target)
+    return all(_has(f, target) for f in ("avx512bf16", "avx512bw", "avx512vl"))

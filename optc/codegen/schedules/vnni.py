@@ -359,32 +359,38 @@ PMADDUBSW_PAIRS = DotKernel(
 VNNI_YMM = DotKernel(
     "vnni-ymm", 8, GROUP, "int8", _MAX_ACC, VNNI_YMM_INTRIN, _dot_desc(8, GROUP), _dot_vnni(8)
 )
-# bfloat16 x bfloat16 -> float32 on AVX-512 BF16's ``vdpbf16ps`` (``bf16_dot``), weights
-# packed ``[N/16, K/2, 16, 2]``: the 32 registers hold 24 accumulators as for VNNI.
-BF16 = DotKernel(
-    "bf16",
-    bf16_dot.LANES,
-    bf16_dot.PAIR,
-    "bfloat16",
-    _MAX_ACC,
-    bf16_dot.INTRIN,
-    bf16_dot.dot_desc(),
-    bf16_dot.dot_impl(),
-    act_dtype="bfloat16",
-    acc_dtype="float32",
-    llvm_ir=bf16_dot.WRAPPER_IR,
-)
-# ``BF16`` on activations held as uint16 bits (a padded copy inside a conv kernel,
-# ``bf16_dot.BITS_INTRIN``); same packing, so the schedule picks it by the activation.
-BF16_BITS = dataclasses.replace(
-    BF16,
-    name="bf16-bits",
-    intrin=bf16_dot.BITS_INTRIN,
-    desc=bf16_dot.dot_desc("uint16"),
-    impl=bf16_dot.dot_impl("uint16"),
-    act_dtype="uint16",
-)
-KERNELS = (VNNI, AVX2, PMADDUBSW, PMADDUBSW_PAIRS, BF16)
+
+
+def _bf16_kernel(lanes: int, bits: bool = False) -> DotKernel:
+    """bfloat16 x bfloat16 -> float32 on AVX-512 BF16's ``vdpbf16ps`` (``bf16_dot``) with
+    ``lanes`` accumulators, weights packed ``[N/lanes, K/2, lanes, 2]``; ``bits``: on
+    activations held as uint16 bits (a padded copy inside a conv kernel), the same packing,
+    which the schedule picks by the activation it reads."""
+    act = "uint16" if bits else "bfloat16"
+    return DotKernel(
+        f"bf16-{lanes}{'-bits' if bits else ''}",
+        lanes,
+        bf16_dot.PAIR,
+        "bfloat16",
+        _MAX_ACC,
+        bf16_dot.intrin_name(lanes, bits),
+        bf16_dot.dot_desc(act, lanes),
+        bf16_dot.dot_impl(act, lanes),
+        act_dtype=act,
+        acc_dtype="float32",
+        llvm_ir=bf16_dot.WRAPPER_IR[lanes],
+    )
+
+
+# zmm: 16 outputs per instruction; the 32 registers hold 24 accumulators as for VNNI.
+BF16 = _bf16_kernel(bf16_dot.LANES)
+# ymm (AVX-512 VL) for output widths a multiple of 8 but not of 16: EfficientNet-Lite0's
+# 24- and 40-channel project convs and its 1000-class classifier, which in bfloat16 had
+# run TVM's generic loop on widened loads (the classifier at 6 GFLOP/s).
+BF16_YMM = _bf16_kernel(bf16_dot.YMM_LANES)
+_ON_BITS = {BF16: _bf16_kernel(bf16_dot.LANES, True),
+            BF16_YMM: _bf16_kernel(bf16_dot.YMM_LANES, True)}
+KERNELS = (VNNI, AVX2, PMADDUBSW, PMADDUBSW_PAIRS, BF16, BF16_YMM)
 """The packings ``packed_kernel`` tells apart (``VNNI_YMM`` shares ``PMADDUBSW``'s)."""
 
 
@@ -419,7 +425,7 @@ def _reads_dtype(block: s_tir.SBlock, dtype: str) -> bool:
 def kernel_available(kernel: DotKernel, cpu: CpuInfo) -> bool:
     """Whether ``cpu`` runs ``kernel``'s instruction (``vnni_pack`` packs for AVX2 only
     where the target has it; 256-bit vectors are what the schedule needs of it)."""
-    if kernel is BF16:
+    if kernel.weight_dtype == "bfloat16":
         return cpu.bf16
     return cpu.vnni if kernel is VNNI else cpu.vector_bits >= 256
 
@@ -499,8 +505,8 @@ def schedule_vnni(
     kernel = found[0]
     if kernel is PMADDUBSW and cpu.vnni:
         kernel = VNNI_YMM  # the same packing; one instruction for every code
-    if kernel is BF16 and _reads_dtype(sch.get(info.block_rv), "uint16"):
-        kernel = BF16_BITS
+    if kernel in _ON_BITS and _reads_dtype(sch.get(info.block_rv), "uint16"):
+        kernel = _ON_BITS[kernel]
     kinds = [it.kind for it in info.iters]
     if kinds[-1] != "R" or kinds[:-1] != ["S"] * (len(kinds) - 1) or len(kinds) < 2:
         return False

@@ -49,6 +49,7 @@ from .hw import has_bf16_dot, has_vnni
 from .vnni import (
     AVX2,
     BF16,
+    BF16_YMM,
     PAIRS_MIN_K,
     PMADDUBSW,
     PMADDUBSW_PAIRS,
@@ -171,7 +172,7 @@ def _operands(call: relax.Call) -> np.ndarray | None:
 def _padded_bits(data: te.Tensor, padding: tuple[int, int, int, int]) -> te.Tensor:
     """The zero-padded NHWC bfloat16 ``data`` as its bits (uint16; 0 is +0.0): TVM's
     bfloat16 legalization would make a bfloat16 copy allocated in the kernel float32
-    (``bf16_dot.BITS_INTRIN``)."""
+    (``bf16_dot.intrin_name(lanes, bits=True)``)."""
     top, left, bottom, right = padding
     batch, height, width, channels = (int(d) for d in data.shape)
 
@@ -220,8 +221,8 @@ def dot_kernels(target: tvm.target.Target) -> tuple[DotKernel, ...]:
     on pairs of K-groups (8-wide, weights whose codes all lie in [-32, 32]:
     ``optc.quant``'s 6-bit codes, K a multiple of 8), then ``vpmaddubsw`` (8-wide, 7-bit
     codes, what ``optc.quant`` emits for "8-bit" weights on such targets), then
-    ``vpmaddwd`` (8-wide, any code). None off x86. With AVX-512 BF16, ``vnni.BF16``
-    first, for bfloat16 contractions."""
+    ``vpmaddwd`` (8-wide, any code). None off x86. With AVX-512 BF16, ``vnni.BF16`` and
+    ``vnni.BF16_YMM`` (8-wide outputs) first, for bfloat16 contractions."""
     if target.kind.name != "llvm":
         return ()
     try:
@@ -230,7 +231,7 @@ def dot_kernels(target: tvm.target.Target) -> tuple[DotKernel, ...]:
         return ()
     # bfloat16 contractions (a kernel of their own dtypes: it never competes with the
     # int8 ones for a constant)
-    bf16 = (BF16,) if has_bf16_dot(target) else ()
+    bf16 = (BF16, BF16_YMM) if has_bf16_dot(target) else ()
     if has_vnni(target):
         # 8-wide outputs on 256-bit ``vpdpbusd`` (``vnni.VNNI_YMM``), any code: the
         # ``vpmaddubsw`` kernels would only add 7- or 6-bit conditions to it (and their
