@@ -11,9 +11,11 @@ Why an LLVM IR wrapper: LLVM 22 declares the intrinsic on ``<32 x bfloat>`` oper
 which TVM 0.27 cannot produce. Its bfloat16 legalization widens bfloat16 vectors to
 float32 before code generation (the call then fails LLVM's verifier on ``<32 x float>``);
 ``<32 x i16>`` operands fail it too, and disabling the legalization crashes the build.
-``WRAPPER_IR`` takes ``<32 x i16>``, bitcasts (free) and calls the intrinsic; it is
-linked into the kernel's LLVM module through the ``pragma_import_llvm`` loop annotation
-(``vnni.schedule_vnni``) and, being ``alwaysinline``, compiles to the one instruction.
+``WRAPPER_IR`` (per width: zmm, 16 outputs, and ymm, 8, for output widths that are a
+multiple of 8 but not of 16) takes ``<2n x i16>``, bitcasts (free) and calls the
+intrinsic; it is linked into the kernel's LLVM module through the ``pragma_import_llvm``
+loop annotation (``vnni.schedule_vnni``) and, being ``alwaysinline``, compiles to the
+one instruction.
 (docs/design/bf16-dot-kernels.md has the spike that found this path.)
 
 ``vdpbf16ps`` ignores MXCSR: it rounds its sums to nearest even and treats bfloat16
