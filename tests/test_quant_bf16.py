@@ -43,7 +43,8 @@ from optc.quant.search import MIN_GAIN
 
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "models"
 FOLD = "fold-constants,fold-batchnorm,eliminate-dead-code"
-ZEN4_FLAGS = frozenset({"avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"})
+ZEN4_FLAGS = frozenset({"avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                        "avx512_bf16"})
 ZEN3_FLAGS = frozenset({"avx2", "fma"})
 BF16_ULP = 2.0 ** -7
 """bfloat16's spacing relative to a value (8 significant bits): at most 2^-7."""
@@ -79,6 +80,7 @@ def weight_bytes(graph: Graph, _ctx: PassContext) -> float:
 @pytest.mark.parametrize(("flags", "half"), [
     (ZEN4_FLAGS, "bfloat16"),                          # Zen 4, Sapphire Rapids
     (ZEN4_FLAGS - {"avx512bw"}, "float16"),             # the packed kernel needs AVX-512 BW
+    (ZEN4_FLAGS - {"avx512vl"}, "float16"),             # and VL (its 256-bit form)
     (ZEN3_FLAGS, "float16"),
     ({"avx2", "avx512bw", "avx512_vnni"}, "float16"),  # Ice Lake: VNNI, no BF16
     ({"asimd", "asimdhp", "bf16"}, "float16"),          # Arm: native float16 instead

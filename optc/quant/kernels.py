@@ -98,7 +98,7 @@ def half_dtype(target: Any = None) -> HalfDtype:
 
 def half_dtype_for_flags(flags: Collection[str]) -> HalfDtype:
     """The same decision from ``/proc/cpuinfo`` flags: AVX-512 BF16 (with AVX-512 BW,
-    which the packed kernel's shuffles need) -> "bfloat16"."""
+    which the packed kernel's shuffles need, and VL, its 256-bit form) -> "bfloat16"."""
     return "bfloat16" if native_bf16(flags) else "float16"
 
 

@@ -57,7 +57,7 @@ _FP16_FLAGS = ("avx512_fp16", "asimdhp", "fphp")
 # AVX-512 BF16: ``vdpbf16ps`` (``optc.codegen.schedules.hw.has_bf16_dot``), 32 bfloat16
 # products per instruction where a float32 FMA does 16; the packed kernel needs AVX-512 BW
 # too. There the 16-bit rung is emitted in bfloat16 (``optc.quant.kernels.half_dtype``).
-BF16_FLAGS = ("avx512_bf16", "avx512bw")
+BF16_FLAGS = ("avx512_bf16", "avx512bw", "avx512vl")  # ``hw.has_bf16_dot``'s features
 # AVX-512 VNNI: ``vpdpbusd`` (``optc.codegen.schedules.vnni``), 64 uint8 x int8
 # multiply-adds per instruction where a float32 FMA does 16.
 _VNNI_FLAGS = ("avx512_vnni",)
