@@ -233,14 +233,14 @@ class _LowerContractions(_Resolving):
         values are all bfloat16 -> the same on bfloat16 operands, summed in float32: the
         form ``optc.quant.emit`` writes bfloat16 layers in (valid ONNX at every opset),
         computed exactly as written by ``vdpbf16ps`` (products of bfloat16 numbers are
-        exact in float32). Unchanged unless ``_pairs_of_channels``."""
+        exact in float32). Unchanged unless ``_on_bf16_dot``."""
         if not isinstance(call.ty, relax.TensorType) or str(call.ty.dtype) != "float32":
             return call
         data = self.resolve(call.args[0])
         if _op_name(data) != "relax.astype" or str(data.args[0].ty.dtype) != "bfloat16":
             return call
         weight = self._permuted_constant(call.args[1])
-        if weight is None or weight.dtype != np.float32 or not _pairs_of_channels(call):
+        if weight is None or weight.dtype != np.float32 or not _on_bf16_dot(call):
             return call
         if np.any(weight.view(np.uint32) & 0xFFFF):  # not all bfloat16 values
             return call
@@ -256,8 +256,7 @@ class _LowerContractions(_Resolving):
         inner = _const(self.resolve(expr.args[0]))
         if inner is None:
             return None
-        axes = None if expr.attrs.axes is None else [int(a) for a in expr.attrs.axes]
-        return np.ascontiguousarray(np.transpose(inner, axes))
+        return np.ascontiguousarray(np.transpose(inner, _permutation(expr, inner.ndim)))
 
     def _widened(self, call: relax.Call) -> relax.Expr:
         """``conv2d|matmul(x16, w16)`` -> ``astype(conv2d|matmul(x, w, out f32), 16)`` for
@@ -286,7 +285,7 @@ class _LowerContractions(_Resolving):
         if half == "float16" and not self.widen_fp16:
             return call
         data, weight = call.args[0], call.args[1]
-        if half == "bfloat16" and not (self.bf16_dot and _pairs_of_channels(call)):
+        if half == "bfloat16" and not (self.bf16_dot and _on_bf16_dot(call)):
             data = self.builder_.emit(relax.op.astype(data, "float32"))
             weight = self.builder_.emit(relax.op.astype(weight, "float32"))
         wide = _float32_sum(call, data, weight)
@@ -305,11 +304,7 @@ class _LowerContractions(_Resolving):
             inner = self.weight(expr.args[0])
             if inner is None:
                 return None
-            axes = (
-                list(range(inner.codes.ndim))[::-1]
-                if expr.attrs.axes is None
-                else [int(a) for a in expr.attrs.axes]
-            )
+            axes = _permutation(expr, inner.codes.ndim)
             axis = None if inner.axis is None else axes.index(inner.axis)
             return dataclasses.replace(inner, codes=np.transpose(inner.codes, axes), axis=axis)
         if name != "relax.dequantize":
@@ -864,6 +859,13 @@ class _MergeSharedActivation(relax.PyExprMutator):
             start += width
 
 
+def _permutation(permute: relax.Call, ndim: int) -> list[int]:
+    """The axes of the ``permute_dims`` call ``permute`` (none given: reversed)."""
+    if permute.attrs.axes is None:
+        return list(range(ndim))[::-1]
+    return [int(a) for a in permute.attrs.axes]
+
+
 def _float32_sum(call: relax.Call, data: relax.Expr, weight: relax.Expr) -> relax.Call:
     """The matmul / conv2d ``call`` (same attributes) on ``data`` and ``weight``, with a
     float32 result."""
@@ -872,7 +874,7 @@ def _float32_sum(call: relax.Call, data: relax.Expr, weight: relax.Expr) -> rela
     return conv2d_like(call, data, weight, out_dtype="float32")
 
 
-def _pairs_of_channels(call: relax.Call) -> bool:
+def _on_bf16_dot(call: relax.Call) -> bool:
     """Whether ``vdpbf16ps`` can run the bfloat16 contraction ``call`` (``vnni_pack``): a
     matmul over a 2-D weight, or a conv2d with one group, whose reduction comes in pairs
     (the instruction's unit: a stem conv over 3 channels runs in float32) and whose

@@ -199,7 +199,7 @@ def on_pairs_kernel(layer: Layer) -> bool:
 
 def on_bf16_kernel(layer: Layer) -> bool:
     """Whether the code generator runs ``layer`` in bfloat16 on ``vdpbf16ps`` where the
-    target has it (``optc.codegen.quantized._pairs_of_channels``): a MatMul / Gemm over
+    target has it (``optc.codegen.quantized._on_bf16_dot``): a MatMul / Gemm over
     an even depth, or a Conv with one group over an even number of input channels (the
     instruction sums pairs), with a multiple of 8 outputs (its 256-bit form's lanes);
     other bfloat16 layers are widened to float32."""

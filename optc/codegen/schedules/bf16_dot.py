@@ -5,7 +5,9 @@ of 16 float32 accumulators: 32 multiply-adds per instruction where a float32 FMA
 on operands half the bytes. optc packs a bfloat16 weight ``W[K, N]`` as ``Wp[N/16, K/2,
 16, 2]`` (``vnni_pack.pack_weight``, the layout of the int8 VNNI kernel with pairs instead
 of quads) and broadcasts two consecutive activations as one 32-bit word, so the loop nest
-of ``vnni.schedule_vnni`` runs it unchanged (``vnni.BF16``).
+of ``vnni.schedule_vnni`` runs it unchanged (``vnni.BF16``; the description tensorize
+matches is ``vnni._dot_desc`` with bfloat16 operands and float32 sums; this module holds
+the implementation).
 
 Why an LLVM IR wrapper: LLVM 22 declares the intrinsic on ``<32 x bfloat>`` operands,
 which TVM 0.27 cannot produce. Its bfloat16 legalization widens bfloat16 vectors to
@@ -65,36 +67,6 @@ define internal {acc} @{wrapper_name(lanes)}({acc} %acc, {bits} %a, {bits} %b) a
 
 WRAPPER_IR = {lanes: _wrapper(lanes) for lanes in (LANES, YMM_LANES)}
 """Lanes -> the LLVM IR of that width's wrapper."""
-
-
-def _value(x: tirx.PrimExpr, bits: bool) -> tirx.PrimExpr:
-    """An activation element as float32: from bfloat16, or from its bits (uint16)."""
-    return T.cast(T.reinterpret(x, dtype="bfloat16") if bits else x, "float32")
-
-
-def dot_desc(act_dtype: str = "bfloat16", lanes: int = LANES) -> tirx.PrimFunc:
-    """What the kernel computes, for tensorize to match: ``lanes`` float32 accumulators, each
-    adding two bfloat16 x bfloat16 products (``c[i] += f32(a[k]) * f32(b[i, k])``, the
-    form Relax legalizes ``matmul(bf16, bf16, out_dtype="float32")`` to); ``act_dtype``
-    "uint16": ``a`` holds the activations' bits."""
-    bits = act_dtype == "uint16"
-
-    @T.prim_func(s_tir=True)
-    def desc(
-        a: T.Buffer((PAIR,), act_dtype, offset_factor=1),
-        b: T.Buffer((lanes, PAIR), "bfloat16", offset_factor=1),
-        c: T.Buffer((lanes,), "float32", offset_factor=1, scope="local"),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:lanes], a[0:PAIR], b[0:lanes, 0:PAIR])
-            T.writes(c[0:lanes])
-            for i in T.serial(0, lanes):
-                for k in T.serial(0, PAIR):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        c[vi] = c[vi] + _value(a[vk], bits) * T.cast(b[vi, vk], "float32")
-
-    return desc
 
 
 def dot_impl(act_dtype: str = "bfloat16", lanes: int = LANES) -> tirx.PrimFunc:

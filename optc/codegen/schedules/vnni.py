@@ -86,16 +86,24 @@ _MAX_ROWS = 8
 INTRIN = "optc_dot_16x4_vnni_local"
 
 
-def _dot_desc(lanes: int, group: int) -> tirx.PrimFunc:
-    """What every dot kernel computes, for tensorize to match: ``lanes`` int32
-    accumulators, each adding ``group`` uint8 x int8 products (the kernels differ only
-    in these two sizes; TVMScript takes them from this closure)."""
+def _widen(x: tirx.PrimExpr, dtype: str, acc: str) -> tirx.PrimExpr:
+    """An operand element of type ``dtype`` as the accumulator type; uint16 operands are
+    bfloat16 bits (``bf16_dot``: a padded copy made inside a conv kernel)."""
+    return T.cast(T.reinterpret(x, dtype="bfloat16") if dtype == "uint16" else x, acc)
+
+
+def _dot_desc(
+    lanes: int, group: int, act: str = "uint8", weight: str = "int8", acc: str = "int32"
+) -> tirx.PrimFunc:
+    """What every dot kernel computes, for tensorize to match: ``lanes`` ``acc``
+    accumulators, each adding ``group`` ``act`` x ``weight`` products (the kernels differ
+    only in these sizes and types; TVMScript takes them from this closure)."""
 
     @T.prim_func(s_tir=True)
     def desc(
-        a: T.Buffer((group,), "uint8", offset_factor=1),
-        b: T.Buffer((lanes, group), "int8", offset_factor=1),
-        c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
+        a: T.Buffer((group,), act, offset_factor=1),
+        b: T.Buffer((lanes, group), weight, offset_factor=1),
+        c: T.Buffer((lanes,), acc, offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
             T.reads(c[0:lanes], a[0:group], b[0:lanes, 0:group])
@@ -104,7 +112,7 @@ def _dot_desc(lanes: int, group: int) -> tirx.PrimFunc:
                 for k in T.serial(0, group):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
-                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+                        c[vi] = c[vi] + _widen(a[vk], act, acc) * _widen(b[vi, vk], weight, acc)
 
     return desc
 
@@ -374,7 +382,7 @@ def _bf16_kernel(lanes: int, bits: bool = False) -> DotKernel:
         "bfloat16",
         _MAX_ACC,
         bf16_dot.intrin_name(lanes, bits),
-        bf16_dot.dot_desc(act, lanes),
+        _dot_desc(lanes, bf16_dot.PAIR, act, "bfloat16", "float32"),
         bf16_dot.dot_impl(act, lanes),
         act_dtype=act,
         acc_dtype="float32",

@@ -84,8 +84,9 @@ OPERAND_TYPES = (("uint8", "int8", "int32"), ("bfloat16", "bfloat16", "float32")
 
 
 def _acc_dtype(packed: te.Tensor) -> str:
-    """The accumulator type of a kernel on ``packed``: float32 for bfloat16 weights."""
-    return "float32" if str(packed.dtype) == "bfloat16" else "int32"
+    """The accumulator type of a kernel on ``packed`` (``OPERAND_TYPES``: float32 for
+    bfloat16 weights, int32 for int8 ones)."""
+    return next(acc for _, weight, acc in OPERAND_TYPES if weight == str(packed.dtype))
 
 
 def _packed_at(packed: te.Tensor, n: Any, k: Any) -> Any:
