@@ -176,7 +176,8 @@ class _Writer:
             return _grouped(lowered, group)
         if self.half == "bfloat16":  # float32 arithmetic on bfloat16 values (docstring)
             data = self._bf16_values(layer.activation, before)
-            wide = self._widened_weight(weight, tag, before)
+            shape = tuple(int(d) for d in self.graph.params[layer.weight].shape)
+            wide = self._widened_weight(weight, shape, tag, before)
             core = node.replace(inputs=(data, wide, *node.inputs[2:]), annotations=annotations)
             return _grouped([*before, core], group)
         data = self._cast_shared(layer.activation, before)
@@ -261,27 +262,17 @@ class _Writer:
             self.shared[key] = out.name
         return self.shared[key]
 
-    def _widened_weight(self, name: str, tag: Precision, before: list[Node]) -> str:
-        """The bfloat16 weight ``name`` read as float32 (folded at compile time), tagged
-        with the weight's precision (its bytes)."""
+    def _widened_weight(self, name: str, shape: tuple[int, ...], tag: Precision,
+                        before: list[Node]) -> str:
+        """The bfloat16 weight ``name`` (of the layer's weight ``shape``) read as float32
+        (folded at compile time), tagged with the weight's precision (its bytes)."""
         key = (name, "bf16-widened")
         if key not in self.shared:
-            shape = tuple(int(d) for d in np.shape(self.params[name])) \
-                if name in self.params else self._value_shape(name, before)
             out = Value(self.fresh(f"{name}.f32"), "float32", shape, (tag,))
             before.append(Node("Cast", (name,), (out,), {"to": onnx.TensorProto.FLOAT},
                                name=f"{name}.widen"))
             self.shared[key] = out.name
         return self.shared[key]
-
-    @staticmethod
-    def _value_shape(name: str, before: list[Node]) -> tuple[int, ...] | None:
-        """The shape of ``name`` as written by a node of ``before``."""
-        for node in before:
-            for out in node.outputs:
-                if out.name == name:
-                    return out.shape
-        return None
 
     def _quantized_activation(self, layer: Layer, before: list[Node]) -> str:
         name = layer.activation

@@ -27,16 +27,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
-from typing import Any, Literal
+from typing import Any
 
-from optc.quant.latency import cpu_flags, native_bf16
+from optc.quant.latency import HalfDtype, cpu_flags, half_dtype_for_flags
 
 INT8_CODE_BITS = 8
 PMADDUBSW_CODE_BITS = 7
 PAIRS_CODE_BITS = 6
 _X86 = ("x86_64", "i386", "i686", "amd64")
-HalfDtype = Literal["float16", "bfloat16"]
-HALF_DTYPES: tuple[HalfDtype, ...] = ("float16", "bfloat16")
 
 
 def int8_code_bits(target: Any = None) -> int:
@@ -81,48 +79,55 @@ def half_dtype(target: Any = None) -> HalfDtype:
     for ``int8_code_bits``): "bfloat16" where optc's code generator runs bfloat16
     contractions on ``vdpbf16ps`` (``hw.has_bf16_dot``), else "float16". This host is
     decided from its CPU flags (``half_dtype_for_flags``), without importing TVM."""
-    tvm_target = _tvm_target_dict(target)
-    if tvm_target is None or not ({"mcpu", "mattr", "mtriple"} & set(tvm_target)):
-        if tvm_target is not None and tvm_target.get("kind") != "llvm":
-            return "float16"
+    llvm = _llvm_target(target)
+    if llvm is _HOST:
         return half_dtype_for_flags(cpu_flags())
-    if tvm_target.get("kind") != "llvm":
+    if llvm is None:
         return "float16"
     # The code generator's own test (this imports TVM, which a compile for it needs).
-    import tvm
-
     from optc.codegen.schedules.hw import has_bf16_dot
 
-    return "bfloat16" if has_bf16_dot(tvm.target.Target(dict(tvm_target))) else "float16"
-
-
-def half_dtype_for_flags(flags: Collection[str]) -> HalfDtype:
-    """The same decision from ``/proc/cpuinfo`` flags: AVX-512 BF16 (with AVX-512 BW,
-    which the packed kernel's shuffles need, and VL, its 256-bit form) -> "bfloat16"."""
-    return "bfloat16" if native_bf16(flags) else "float16"
+    return "bfloat16" if has_bf16_dot(llvm) else "float16"
 
 
 def _dot_kernels(target: Any) -> tuple[Any, ...] | None:
     """The packed int8 kernels the code generator has for ``target`` (as for
     ``int8_code_bits``; ``vnni_pack.dot_kernels``: none off x86 or off LLVM), or None
     where ``target`` is this host, decided from its CPU flags."""
+    llvm = _llvm_target(target)
+    if llvm is _HOST:
+        return None
+    if llvm is None:
+        return ()
+    # The kernel choice is the code generator's: ask it.
+    from optc.codegen.schedules.vnni_pack import dot_kernels
+
+    return dot_kernels(llvm)
+
+
+_HOST = object()
+"""``_llvm_target``'s answer for this host (a target naming no CPU)."""
+
+
+def _llvm_target(target: Any) -> Any:
+    """``target`` (as for ``int8_code_bits``) as a ``tvm.target.Target`` when it is an
+    x86 LLVM target naming its CPU (this imports TVM, which a compile for it needs
+    anyway); ``_HOST`` for this host (no target, or ``{"kind": "llvm"}`` before the host
+    calibration fills it in); None for any other target (not LLVM, or LLVM for another
+    architecture), without importing TVM."""
     tvm_target = _tvm_target_dict(target)
     if tvm_target is None or not ({"mcpu", "mattr", "mtriple"} & set(tvm_target)):
         if tvm_target is not None and tvm_target.get("kind") != "llvm":
-            return ()
-        return None
+            return None
+        return _HOST
     if tvm_target.get("kind") != "llvm":
-        return ()
+        return None
     arch = str(tvm_target.get("mtriple", "x86_64")).split("-", 1)[0].lower()
     if arch not in _X86:
-        return ()
-    # The kernel choice is the code generator's: ask it (this imports TVM, which a
-    # compile for this target needs anyway).
+        return None
     import tvm
 
-    from optc.codegen.schedules.vnni_pack import dot_kernels
-
-    return dot_kernels(tvm.target.Target(dict(tvm_target)))
+    return tvm.target.Target(dict(tvm_target))
 
 
 def code_bits_for_flags(flags: Collection[str]) -> int:

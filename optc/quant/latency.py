@@ -31,7 +31,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from optc.errors import OptcError
 from optc.ir.graph import Graph
@@ -45,6 +45,9 @@ PAIRS_MIN_K = 32
 """``optc.codegen.schedules.vnni.PAIRS_MIN_K`` (not imported: that imports TVM)."""
 
 LatencyFn = Callable[[Graph, Mapping[str, LayerPrecision]], float]
+HalfDtype = Literal["float16", "bfloat16"]
+HALF_DTYPES: tuple[HalfDtype, ...] = ("float16", "bfloat16")
+"""The 16-bit float types the ``mixed-precision`` pass emits (``optc.quant.kernels``)."""
 """``latency(emitted graph, assignment) -> seconds``."""
 
 PROXY_BANDWIDTH = 100e9
@@ -220,8 +223,7 @@ def host_rates(flags: Collection[str] | None = None,
     flags = cpu_flags() if flags is None else flags
     native_fp16 = any(f in flags for f in _FP16_FLAGS)
     bf16 = native_bf16(flags)
-    if half_dtype is None:
-        half_dtype = "bfloat16" if bf16 else "float16"
+    half_dtype = half_dtype or half_dtype_for_flags(flags)
     depthwise = narrow = None
     if any(f in flags for f in _VNNI_FLAGS):
         int8, depthwise = INT8_VNNI, INT8_DEPTHWISE_VNNI
@@ -239,6 +241,13 @@ def host_rates(flags: Collection[str] | None = None,
 def native_bf16(flags: Collection[str]) -> bool:
     """Whether a CPU with ``flags`` runs optc's bfloat16 contractions on ``vdpbf16ps``."""
     return all(f in flags for f in BF16_FLAGS)
+
+
+def half_dtype_for_flags(flags: Collection[str]) -> HalfDtype:
+    """The 16-bit float type for a CPU with ``flags`` (``optc.quant.kernels.half_dtype``
+    for this host): AVX-512 BF16 (with AVX-512 BW, which the packed kernel's shuffles
+    need, and VL, its 256-bit form) -> "bfloat16", else "float16"."""
+    return "bfloat16" if native_bf16(flags) else "float16"
 
 
 def cpu_flags() -> frozenset[str]:

@@ -27,15 +27,14 @@ from optc.quant.emit import (
     takes_smoothing,
 )
 from optc.quant.evaluate import Evaluator, Measure, Metric
-from optc.quant.kernels import (
+from optc.quant.kernels import PAIRS_CODE_BITS, float_depthwise, half_dtype, int8_code_bits
+from optc.quant.latency import (
     HALF_DTYPES,
-    PAIRS_CODE_BITS,
     HalfDtype,
-    float_depthwise,
-    half_dtype,
-    int8_code_bits,
+    LatencyFn,
+    latency_model,
+    on_pairs_kernel,
 )
-from optc.quant.latency import LatencyFn, latency_model, on_pairs_kernel
 from optc.quant.layers import Layer, neighbors, quantizable_layers, with_observed_macs
 from optc.quant.numerics import (
     FP16,

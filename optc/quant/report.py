@@ -88,13 +88,14 @@ def build_report(*, graph: Graph, emitted: Graph, layers: Sequence[Layer],
                  fields: Mapping[str, Any]) -> Report:
     """Assemble the report; ``fields`` carries the run's settings (metric, max_drop...)."""
     chosen = result.chosen
+    code_bits = int(fields.get("int8_code_bits", 8))
+    half = str(fields.get("half_dtype", "float16"))
     rows = []
     for layer in layers:
         precision: LayerPrecision = chosen.assignment.get(layer.key, FP32)
         rows.append(LayerReport(
             key=layer.key, node=layer.node_name, op=layer.op,
-            precision=code_label(precision, int(fields.get("int8_code_bits", 8)),
-                                 str(fields.get("half_dtype", "float16"))),
+            precision=code_label(precision, code_bits, half),
             weight_bits=precision.weight_bits, act_bits=precision.act_bits,
             hessian_trace=traces.get(layer.key), scores=scores.get(layer.key, {}),
             weight_elements=layer.weight_elements,
@@ -106,8 +107,7 @@ def build_report(*, graph: Graph, emitted: Graph, layers: Sequence[Layer],
         drop=chosen.measure.drop, latency_fp32_s=fp32.latency_s, latency_s=chosen.latency_s,
         param_bytes_before=graph.param_bytes(), param_bytes_after=emitted.param_bytes(),
         layers=tuple(rows),
-        trials=tuple(trial_row(t, str(fields.get("half_dtype", "float16")))
-                     for t in result.trials),
+        trials=tuple(trial_row(t, half) for t in result.trials),
         orders=dict(result.orders), **fields)
 
 
