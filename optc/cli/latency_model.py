@@ -23,13 +23,24 @@ def _config(iterations: int | None) -> MetaConfig:
     return MetaConfig() if iterations is None else MetaConfig(iterations=iterations)
 
 
-@click.command("train", epilog=EXIT_CODES_HELP)
-@click.argument(
+_datasets_argument = click.argument(
     "datasets",
     nargs=-1,
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
 )
+_same_runtime_option = click.option(
+    "--same-runtime",
+    default=None,
+    metavar="DEVICES",
+    help="Comma-separated devices whose rows in the later DATASETS train as rows of the "
+    "first one's device (the same latency function) rather than as device@dataset "
+    "(default: onnxruntime and torch, learned_eval.SAME_RUNTIME; '' for none).",
+)
+
+
+@click.command("train", epilog=EXIT_CODES_HELP)
+@_datasets_argument
 @click.option(
     "-o",
     "--out",
@@ -60,14 +71,7 @@ def _config(iterations: int | None) -> MetaConfig:
     default=None,
     help="Meta-training iterations (default: MetaConfig's).",
 )
-@click.option(
-    "--same-runtime",
-    default=None,
-    metavar="DEVICES",
-    help="Comma-separated devices whose rows in the later DATASETS train as rows of the "
-    "first one's device (the same latency function) rather than as device@dataset "
-    "(default: onnxruntime and torch, learned_eval.SAME_RUNTIME; '' for none).",
-)
+@_same_runtime_option
 def train_command(
     datasets: tuple[Path, ...],
     out: Path,
@@ -143,12 +147,7 @@ def adapt_command(model_file: Path, samples: Path, device: str, out: Path, k: in
 
 
 @click.command("eval", epilog=EXIT_CODES_HELP)
-@click.argument(
-    "datasets",
-    nargs=-1,
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-)
+@_datasets_argument
 @click.option("--k", default=10, show_default=True, type=click.IntRange(2), help=K_HELP)
 @click.option(
     "--draws",
@@ -161,12 +160,7 @@ def adapt_command(model_file: Path, samples: Path, device: str, out: Path, k: in
 @click.option("--members", default=3, show_default=True, type=click.IntRange(1))
 @click.option("--iterations", type=click.IntRange(1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
-@click.option(
-    "--same-runtime",
-    default=None,
-    metavar="DEVICES",
-    help="As for train: devices whose later-dataset rows train as rows of the first one's.",
-)
+@_same_runtime_option
 def eval_command(
     datasets: tuple[Path, ...],
     k: int,
