@@ -70,10 +70,10 @@ WRAPPER_IR = {lanes: _wrapper(lanes) for lanes in (LANES, YMM_LANES)}
 
 
 def dot_impl(act_dtype: str = "bfloat16", lanes: int = LANES) -> tirx.PrimFunc:
-    """``vdpbf16ps`` through ``WRAPPER``: the activation pair broadcast as one 32-bit word
-    (``vpbroadcastd``), the 16 x 2 weight tile loaded as one zmm. The bfloat16 loads are
-    reinterpreted as unsigned 16-bit vectors, a form TVM's bfloat16 legalization keeps
-    (it widens bfloat16 arithmetic, not bit casts)."""
+    """``vdpbf16ps`` through ``wrapper_name(lanes)``: the activation pair broadcast as
+    one 32-bit word (``vpbroadcastd``), the ``lanes`` x 2 weight tile loaded as one
+    register. The bfloat16 loads are reinterpreted as unsigned 16-bit vectors, a form
+    TVM's bfloat16 legalization keeps (it widens bfloat16 arithmetic, not bit casts)."""
     pair = f"{act_dtype}x{PAIR}"
     acc, operand = f"float32x{lanes}", f"uint16x{2 * lanes}"
 
