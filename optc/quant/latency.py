@@ -77,8 +77,9 @@ INT8_VNNI = 2.3 / 5.2
 # packed ``vdpbf16ps`` kernel, against its float32 kernel, per layer (paired, 2 threads,
 # 2-vCPU Zen 4 under load, 2026-12-07): matmuls 16 x 384 -> 1536 0.53x and -> 384 0.57x,
 # a 1x1 conv 64 -> 64 at 56x56 0.61x, 3x3 convs 64 -> 64 at 56x56 0.44x and stride-2 128
-# -> 256 at 28x28 0.56x; the median. Whole models gain less (attention, softmax and
-# norms stay float32: MiniLM-L6 with every matmul bfloat16 0.83x, docs/benchmarks.md).
+# -> 256 at 28x28 0.56x; the median (ad-hoc scripts, not kept). Whole models gain less
+# (attention, softmax, norms and depthwise convs stay float32): every layer at the 16-bit
+# rung took 0.54-0.73x fp32 (``benchmarks/quantize_vs_ort.py``, docs/benchmarks.md).
 BF16_DOT = 0.55
 # bfloat16 where the code generator widens it to float32 and runs its float32 kernel
 # (no AVX-512 BF16, or a layer ``vdpbf16ps`` cannot run, ``on_bf16_kernel``: it sums
