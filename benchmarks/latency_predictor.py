@@ -57,6 +57,7 @@ from optc.cost.learned_eval import (
     device_rows,
     evaluate,
     merge_siblings,
+    retest_scores,
     score_methods,
     table,
 )
@@ -151,6 +152,12 @@ def main() -> None:
     )
     parser.add_argument("--host", type=Path, default=DATA / "host_real_v1.jsonl.gz")
     parser.add_argument(
+        "--retest",
+        type=Path,
+        help="A second collection of the first dataset's models (another session): "
+        "scored as the 'retest' column, the measurement's own floor on each device.",
+    )
+    parser.add_argument(
         "--same-runtime",
         default=",".join(SAME_RUNTIME),
         metavar="DEVICES",
@@ -239,6 +246,8 @@ def main() -> None:
             untrained=untrained,
             same_runtime=same_runtime,
         )
+    if args.retest:
+        scores += retest_scores(devices, dataset_devices(args.retest, encoder, args.latency), refs)
     if args.host.is_file() and not args.skip_host:
         real_devices = dataset_devices(args.host, encoder, args.latency)
         roofline.update(host_roofline(real_devices))

@@ -54,6 +54,8 @@ from optc.settings import read_settings
 log = logging.getLogger(__name__)
 
 METHODS = ("learned", "flops", "roofline", "scratch", "nearest", "fitted")
+RETEST = "retest"
+"""The measurement floor's column (``retest_scores``): not a method, a second measurement."""
 SIBLING = "@"
 """Separates a device's name from the dataset it came from (``tvm-2t@wide_v1``)."""
 SAME_RUNTIME = ("ort-1t", "ort-2t", "ort-int8-1t", "torch-1t")
@@ -285,10 +287,37 @@ def _medians(drawn: list[Score]) -> list[Score]:
     return merged
 
 
+def retest_scores(
+    devices: Mapping[str, Sequence[Labeled]],
+    retest: Mapping[str, Sequence[Labeled]],
+    reference_keys: Collection[str],
+) -> list[Score]:
+    """The measurement's own floor, per device: a second collection of the same models
+    (``retest``, another session) taken as the prediction of the first, on the
+    non-reference models both have. No predictor can be judged finer than this: it is
+    what re-measuring disagrees with measuring (method ``RETEST``, protocol
+    ``references``)."""
+    refs = set(reference_keys)
+    scores = []
+    for device, samples in devices.items():
+        again = {s.key: s.latency_s for s in retest.get(device, ())}
+        pairs = [
+            (again[s.key], s.latency_s) for s in samples if s.key in again and s.key not in refs
+        ]
+        if len(pairs) < 3:
+            continue
+        predicted, measured = (np.array(v) for v in zip(*pairs, strict=True))
+        rho, mape = score(predicted, measured)
+        scores.append(Score(device, "references", RETEST, rho, mape, f"{len(pairs)} models"))
+    return scores
+
+
 def table(scores: Sequence[Score]) -> str:
-    """A markdown table: one row per device and protocol, rho / MAPE per method."""
-    head = "| device | protocol | " + " | ".join(f"{m} rho / MAPE" for m in METHODS) + " |"
-    lines = [head, "|" + "---|" * (2 + len(METHODS))]
+    """A markdown table: one row per device and protocol, rho / MAPE per method (the
+    retest floor last, where there is one)."""
+    methods = METHODS + tuple(m for m in (RETEST,) if any(s.method == m for s in scores))
+    head = "| device | protocol | " + " | ".join(f"{m} rho / MAPE" for m in methods) + " |"
+    lines = [head, "|" + "---|" * (2 + len(methods))]
     keys = sorted({(s.device, s.protocol) for s in scores})
     for device, protocol in keys:
         cells = {s.method: s for s in scores if (s.device, s.protocol) == (device, protocol)}
@@ -296,16 +325,18 @@ def table(scores: Sequence[Score]) -> str:
             f"| {device} | {protocol} | "
             + " | ".join(
                 f"{cells[m].rho:.3f} / {100 * cells[m].mape:.1f}%" if m in cells else "n/a"
-                for m in METHODS
+                for m in methods
             )
             + " |"
         )
     for protocol in sorted({s.protocol for s in scores}):
-        mean = {m: [s for s in scores if s.protocol == protocol and s.method == m] for m in METHODS}
+        mean = {m: [s for s in scores if s.protocol == protocol and s.method == m] for m in methods}
         lines.append(
             f"| **mean** | {protocol} | "
             + " | ".join(
                 f"{np.mean([s.rho for s in v]):.3f} / {100 * np.mean([s.mape for s in v]):.1f}%"
+                if v
+                else "n/a"
                 for v in mean.values()
             )
             + " |"
