@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +47,16 @@ def machine_info() -> dict[str, Any]:
             "isa": isa_flags(cpu_flags()),
             "python": platform.python_version(), "optc": _optc_version(),
             "tvm": tvm.__version__, "onnxruntime": onnxruntime.__version__,
-            "torch": torch.__version__}
+            "torch": torch.__version__, "tvm_thread_pool": tvm_thread_pool()}
+
+
+TVM_POOL_VARIABLES = ("TVM_NUM_THREADS", "TVM_BIND_THREADS", "TVM_THREAD_POOL_SPIN_COUNT")
+
+
+def tvm_thread_pool() -> dict[str, str]:
+    """How TVM's thread pool was configured (``runners.TvmBuilds`` sets the defaults; a
+    collection may pin threads, ``TVM_BIND_THREADS=1``): part of what a TVM device is."""
+    return {name: os.environ[name] for name in TVM_POOL_VARIABLES if name in os.environ}
 
 
 def _cpuinfo() -> str:
