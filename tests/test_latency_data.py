@@ -168,6 +168,9 @@ def test_tiny_collection_resumes(tmp_path: Path) -> None:
         assert row.flops > 0 and row.bytes > 0
     assert load_dataset(out) == samples
     assert graph_for(samples[0]).structural_hash() == samples[0].graph_hash
+    # How TVM's pool ran is recorded with the numbers (a pinned pool is another device).
+    pool = read_dataset(out)[0]["machine"]["tvm_thread_pool"]
+    assert set(pool) == {"TVM_NUM_THREADS", "TVM_BIND_THREADS", "TVM_THREAD_POOL_SPIN_COUNT"}
     # Everything is in the file already: nothing is measured again.
     assert collect(specs, devices, out, repeat=3) == samples
 
@@ -228,9 +231,10 @@ def test_rpc_device_times_on_the_tracker_device() -> None:
 DATA = Path(__file__).resolve().parents[1] / "optc" / "latency" / "data"
 
 
-def test_shipped_meta_training_set() -> None:
+@pytest.mark.parametrize("name", ["meta_train_v1", "meta_train_v2", "meta_train_v2_retest"])
+def test_shipped_meta_training_set(name: str) -> None:
     """Every device has the reference models; the real models are held out; graphs rebuild."""
-    samples = load_dataset(DATA / "meta_train_v1.jsonl.gz")
+    samples = load_dataset(DATA / f"{name}.jsonl.gz")
     groups = by_device(samples)
     assert len(groups) >= 5
     references = {spec.key() for spec in reference_specs()}
@@ -240,6 +244,18 @@ def test_shipped_meta_training_set() -> None:
     assert all(row.model.startswith("gen:") and row.spec is not None for row in samples)
     for row in samples[:: len(samples) // 3][:3]:  # a few rebuilt: same graph as measured
         assert graph_for(row).structural_hash() == row.graph_hash
+
+
+def test_the_retest_measured_the_same_models_on_the_same_devices() -> None:
+    """``meta_train_v2_retest`` is the measurement floor of ``meta_train_v2``: the same
+    graphs, devices and settings, measured again in another session."""
+    first_head, first = read_dataset(DATA / "meta_train_v2.jsonl.gz")
+    again_head, again = read_dataset(DATA / "meta_train_v2_retest.jsonl.gz")
+    assert {(s.device, s.graph_hash) for s in first} == {(s.device, s.graph_hash) for s in again}
+    assert first_head["machine"] == again_head["machine"]
+    assert first_head["machine"]["tvm_thread_pool"]["TVM_BIND_THREADS"] == "1"
+    assert first_head["created"] < again_head["created"]
+    assert {s.repeats for s in first} == {s.repeats for s in again} == {100}
 
 
 def test_shipped_wide_set() -> None:
@@ -258,7 +274,7 @@ def test_shipped_wide_set() -> None:
 
 
 def test_shipped_host_evaluation_set() -> None:
-    samples = load_dataset(DATA / "host_real_v1.jsonl.gz")
+    samples = load_dataset(DATA / "host_real_v2.jsonl.gz")
     models = {row.model for row in samples}
     assert {"zoo:minilm", "zoo:efficientnet-lite0", "zoo:digits-cnn"} <= models
     assert all(model.startswith("zoo:") for model in models)
