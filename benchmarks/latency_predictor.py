@@ -9,15 +9,18 @@
    models (HELP's), and 10 random models (medians over ``--draws`` draws).
 2. The host: a model meta-trained on *all* devices of the dataset, adapted to each
    device from its 10 reference-model rows, predicts the real models of
-   ``host_real_v1.jsonl.gz`` (MiniLM, EfficientNet-Lite0, the digits CNN, onnx's light
+   ``host_real_v2.jsonl.gz`` (MiniLM, EfficientNet-Lite0, the digits CNN, onnx's light
    models), which no training file contains. They lie outside the meta-training
    graphs' feature range, where the network's correction gives way to the fitted prior
    (``optc.cost.learned_range``; ``--extrapolation 0`` keeps all of it, on inputs
    clipped to the range).
 3. The large models (``wide_v1.jsonl.gz``, 14-200 ms, as ``--test-dataset``): in each
    fold, the held-out device adapted on its reference rows of that collection predicts
-   its 20 large models (protocol ``references@wide_v1``). With ``--dataset v1 wide``
+   its 20 large models (protocol ``references@wide_v1``). With ``--dataset v2 wide``
    they are meta-trained on instead (the held-out device's rows never).
+4. The measurement floor (``--retest``; default the dataset's shipped second
+   collection, ``meta_train_v2_retest.jsonl.gz``): the same models measured again in
+   another session, scored as if it were a predictor. No method can be judged finer.
 
     python benchmarks/latency_predictor.py                      # every part
     python benchmarks/latency_predictor.py --draws 3 --members 2 --json out.json
@@ -25,7 +28,7 @@
     python benchmarks/latency_predictor.py --held-out tvm-1t,tvm-2t --skip-host --json a.json
     python benchmarks/latency_predictor.py --merge a.json b.json ...
     # meta-trained with the large models of wide_v1 too (default: only scored):
-    python benchmarks/latency_predictor.py --dataset DATA/meta_train_v1.jsonl.gz \
+    python benchmarks/latency_predictor.py --dataset DATA/meta_train_v2.jsonl.gz \
         DATA/wide_v1.jsonl.gz --test-dataset
 
 Slow parts are cached per user: graph features and host-roofline figures per graph.
@@ -68,6 +71,13 @@ from optc.target import get_target
 
 DATA = Path(__file__).resolve().parents[1] / "optc" / "latency" / "data"
 ROOFLINE_CACHE = read_settings().cache_dir / "learned-benchmark-host-roofline.json"
+
+
+def retest_file(dataset: Path) -> Path | None:
+    """The shipped second collection of ``dataset`` (``meta_train_v2_retest`` for
+    ``meta_train_v2``), if there is one."""
+    found = dataset.with_name(f"{dataset_name(dataset)}_retest.jsonl.gz")
+    return found if found.is_file() else None
 
 
 def host_roofline(devices: dict[str, list[Labeled]]) -> dict[str, float]:
@@ -136,8 +146,8 @@ def main() -> None:
         "--dataset",
         type=Path,
         nargs="+",
-        default=[DATA / "meta_train_v1.jsonl.gz"],
-        help="Meta-training datasets (the shipped model's: meta_train_v1); the devices of "
+        default=[DATA / "meta_train_v2.jsonl.gz"],
+        help="Meta-training datasets (the shipped model's: meta_train_v2); the devices of "
         "the second and later ones are devices of their own, named device@dataset (or, "
         "with --same-runtime, rows of the first one's device), held out with their base "
         "device and scored as the references@dataset protocol.",
@@ -150,12 +160,13 @@ def main() -> None:
         help="Datasets only scored (as references@dataset: adapted on the held-out "
         "device's reference rows there, scored on its other rows), never trained on.",
     )
-    parser.add_argument("--host", type=Path, default=DATA / "host_real_v1.jsonl.gz")
+    parser.add_argument("--host", type=Path, default=DATA / "host_real_v2.jsonl.gz")
     parser.add_argument(
         "--retest",
         type=Path,
         help="A second collection of the first dataset's models (another session): "
-        "scored as the 'retest' column, the measurement's own floor on each device.",
+        "scored as the 'retest' column, the measurement's own floor on each device "
+        "(default: NAME_retest.jsonl.gz beside the first dataset, where there is one).",
     )
     parser.add_argument(
         "--same-runtime",
@@ -246,8 +257,9 @@ def main() -> None:
             untrained=untrained,
             same_runtime=same_runtime,
         )
-    if args.retest:
-        scores += retest_scores(devices, dataset_devices(args.retest, encoder, args.latency), refs)
+    retest = args.retest or retest_file(args.dataset[0])
+    if retest is not None:
+        scores += retest_scores(devices, dataset_devices(retest, encoder, args.latency), refs)
     if args.host.is_file() and not args.skip_host:
         real_devices = dataset_devices(args.host, encoder, args.latency)
         roofline.update(host_roofline(real_devices))

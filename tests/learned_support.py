@@ -14,7 +14,7 @@ from optc.cost.learned_features import PACKAGED_FEATURES, GraphEncoder
 from optc.latency.dataset import by_device, load_dataset
 
 DATASET = (
-    Path(__file__).resolve().parents[1] / "optc" / "latency" / "data" / "meta_train_v1.jsonl.gz"
+    Path(__file__).resolve().parents[1] / "optc" / "latency" / "data" / "meta_train_v2.jsonl.gz"
 )
 
 

@@ -29,9 +29,12 @@ SMALL = MetaConfig(hidden=32, iterations=100)
 
 
 def _fit(
-    collected: dict[str, list[Labeled]], encoder: GraphEncoder, seed: int = 0
+    collected: dict[str, list[Labeled]],
+    encoder: GraphEncoder,
+    seed: int = 0,
+    held_out: str = HELD_OUT,
 ) -> LearnedLatencyModel:
-    train = {d: s for d, s in collected.items() if d != HELD_OUT}
+    train = {d: s for d, s in collected.items() if d != held_out}
     return LearnedLatencyModel(
         pretrained=False, seed=seed, members=1, config=SMALL, encoder=encoder
     ).fit(train)
@@ -45,11 +48,12 @@ def model(collected: dict[str, list[Labeled]], encoder: GraphEncoder) -> Learned
 def _held_out(
     collected: dict[str, list[Labeled]],
     encoder: GraphEncoder,
+    device: str = HELD_OUT,
 ) -> tuple[list[Labeled], list[Labeled], np.ndarray]:
     """K = 10 random non-reference samples of the held-out device to adapt on, the rest of
     its non-reference samples (and their features) to test on."""
     refs = set(reference_keys(collected))
-    rows = [s for s in collected[HELD_OUT] if s.key not in refs]
+    rows = [s for s in collected[device] if s.key not in refs]
     order = np.random.default_rng(0).permutation(len(rows))
     support = [rows[i] for i in order[:10]]
     test = [rows[i] for i in order[10:]]
@@ -67,20 +71,29 @@ def test_packaged_features_are_current(
     )
 
 
-def test_adapted_model_ranks_held_out_device_better_than_roofline(
-    model: LearnedLatencyModel, collected: dict[str, list[Labeled]], encoder: GraphEncoder
+def test_adapted_model_ranks_held_out_devices_better_than_roofline(
+    collected: dict[str, list[Labeled]], encoder: GraphEncoder
 ) -> None:
-    support, test, features = _held_out(collected, encoder)
-    assert len(support) == 10 and len(test) >= 20
-    adapted = model.adapt(support, k=10, device=HELD_OUT)
-    predicted, spread = adapted.predict_features(features)
-    measured = np.array([s.latency_s for s in test])
-    learned_rho = spearmanr(predicted, measured)[0]
-    roofline_rho = spearmanr(np.exp(features[:, PRIOR_INDEX]), measured)[0]
-    # On the quiet-machine dataset the roofline already ranks tvm-2t at rho ~0.92; the
-    # adapted model gains ~0.04 on it (0.96). The margin says "clearly better", not noise.
-    assert learned_rho > roofline_rho + 0.02, (learned_rho, roofline_rho)
-    assert np.all(spread > 0) and np.all(np.isfinite(predicted))
+    """Each device held out in turn (meta-trained on the other five, adapted on 10 of its
+    samples): the learned ranking against the roofline's on its other samples."""
+    gains = {}
+    for device in sorted(collected):
+        model = _fit(collected, encoder, held_out=device)
+        support, test, features = _held_out(collected, encoder, device)
+        assert len(support) == 10 and len(test) >= 20
+        predicted, spread = model.adapt(support, k=10, device=device).predict_features(features)
+        measured = np.array([s.latency_s for s in test])
+        assert np.all(spread > 0) and np.all(np.isfinite(predicted))
+        gains[device] = (
+            spearmanr(predicted, measured)[0]
+            - spearmanr(np.exp(features[:, PRIOR_INDEX]), measured)[0]
+        )
+    # On meta_train_v2 the roofline already ranks onnxruntime fp32 and TVM at rho
+    # 0.95-0.99, where the learned model gains -0.01 to +0.02; it gains 0.08 on eager
+    # torch and 0.49 on dynamic int8 (rho 0.45 -> 0.94). Never clearly worse, clearly
+    # better on average.
+    assert min(gains.values()) > -0.02, gains
+    assert np.mean(list(gains.values())) > 0.05, gains
 
 
 def test_same_seed_same_predictions(

@@ -63,7 +63,10 @@ SAME_RUNTIME = ("ort-1t", "ort-2t", "ort-int8-1t", "torch-1t")
 the same latency function as ``meta_train_v1``: onnxruntime and eager torch, reference
 rows new / v1 1.02-1.11 (median per device). Not TVM: optc's own schedules got faster
 in between (0.87-0.90; 0.42-1.35 per model), so ``tvm-*@wide_v1`` are devices of their
-own."""
+own. Against ``meta_train_v2`` (100 runs per model, TVM's pool pinned) ``wide_v1``'s
+reference rows are 1.08-1.21 on these devices (10 runs per model there: the first runs
+after warm-up are the slow ones) and 1.00-1.01 on TVM's; which devices to merge is an
+option (``--same-runtime``), measured with ``meta_train_v1`` in docs/benchmarks.md."""
 
 
 def base_device(device: str) -> str:
