@@ -26,7 +26,12 @@ def encoder() -> GraphEncoder:
     return encoder
 
 
+def labeled_devices(path: Path) -> dict[str, list[Labeled]]:
+    """A shipped dataset's samples by device (features from the shipped cache)."""
+    return {d: labeled_all(s) for d, s in by_device(load_dataset(path)).items()}
+
+
 @pytest.fixture(scope="module")
 def collected(encoder: GraphEncoder) -> dict[str, list[Labeled]]:
     """Every device's samples; their features come from the shipped cache."""
-    return {d: labeled_all(s) for d, s in by_device(load_dataset(DATASET)).items()}
+    return labeled_devices(DATASET)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from learned_support import DATASET, collected, encoder  # noqa: F401 (fixtures)
+from learned_support import DATASET, collected, encoder, labeled_devices  # noqa: F401 (fixtures)
 
-from optc.cost.learned_data import Labeled, labeled_all, reference_keys
+from optc.cost.learned_data import Labeled, reference_keys
 from optc.cost.learned_features import FEATURE_NAMES, SCHEDULE_NAMES, GraphEncoder
 from optc.latency.arch import ArchSpec, reference_specs
-from optc.latency.dataset import by_device, load_dataset
 
 V1_FEATURES = len(FEATURE_NAMES) - len(SCHEDULE_NAMES)
 
@@ -92,8 +91,7 @@ def _ridge_loo_mape(x: np.ndarray, latency: np.ndarray, scored: np.ndarray) -> f
 def collected_v1() -> dict[str, list[Labeled]]:
     """``meta_train_v1``: the data the v2 features were designed on (TVM's schedules of
     2026-11-24, 20 runs per model)."""
-    path = DATASET.with_name("meta_train_v1.jsonl.gz")
-    return {d: labeled_all(s) for d, s in by_device(load_dataset(path)).items()}
+    return labeled_devices(DATASET.with_name("meta_train_v1.jsonl.gz"))
 
 
 @pytest.mark.parametrize("device", ["tvm-1t", "tvm-2t", "ort-1t"])

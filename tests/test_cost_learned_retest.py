@@ -1,6 +1,8 @@
 """The measurement floor beside the learned model's scores: a second collection of the
 same models scored as if it were a predictor (``learned_eval.retest_scores``)."""
 
+# ruff: noqa: F811 (the shared fixtures of learned_support are parameters here)
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +14,7 @@ from optc.cost.learned_data import Labeled, reference_keys
 from optc.cost.learned_eval import RETEST, Score, retest_scores, table
 
 
-def test_a_collection_against_itself_has_no_floor(collected: dict[str, list[Labeled]]) -> None:  # noqa: F811
+def test_a_collection_against_itself_has_no_floor(collected: dict[str, list[Labeled]]) -> None:
     scores = retest_scores(collected, collected, reference_keys(collected))
     assert {s.device for s in scores} == set(collected)
     for s in scores:
@@ -21,7 +23,7 @@ def test_a_collection_against_itself_has_no_floor(collected: dict[str, list[Labe
 
 
 def test_the_floor_is_the_relative_disagreement_on_non_reference_models(
-    collected: dict[str, list[Labeled]],  # noqa: F811
+    collected: dict[str, list[Labeled]],
 ) -> None:
     refs = set(reference_keys(collected))
     # The second "session" measures every non-reference model 10 % slower, and the
@@ -40,7 +42,7 @@ def test_the_floor_is_the_relative_disagreement_on_non_reference_models(
         assert s.detail == f"{count} models"
 
 
-def test_a_device_the_retest_lacks_is_left_out(collected: dict[str, list[Labeled]]) -> None:  # noqa: F811
+def test_a_device_the_retest_lacks_is_left_out(collected: dict[str, list[Labeled]]) -> None:
     device = sorted(collected)[0]
     rest = {d: s for d, s in collected.items() if d != device}
     scores = retest_scores(collected, rest, reference_keys(collected))

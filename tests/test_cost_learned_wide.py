@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from learned_support import DATASET, collected, encoder  # noqa: F401 (fixtures)
+from learned_support import DATASET, collected, encoder, labeled_devices  # noqa: F401 (fixtures)
 
 from optc.cost.learned import LearnedLatencyModel
-from optc.cost.learned_data import Labeled, labeled_all, reference_keys
+from optc.cost.learned_data import Labeled, reference_keys
 from optc.cost.learned_eval import (
     SAME_RUNTIME,
     base_device,
@@ -23,7 +23,6 @@ from optc.cost.learned_eval import (
 from optc.cost.learned_features import PACKAGED_FEATURES, GraphEncoder
 from optc.cost.metasgd import MetaConfig
 from optc.ir.graph import Graph
-from optc.latency.dataset import by_device, load_dataset
 
 WIDE = DATASET.with_name("wide_v1.jsonl.gz")
 FULL = MetaConfig()
@@ -36,7 +35,7 @@ default 43 -> 8 %; about 20 s per fit)."""
 @pytest.fixture(scope="module")
 def wide(encoder: GraphEncoder) -> dict[str, list[Labeled]]:
     """``wide_v1``'s devices as a second dataset's: ``device@wide_v1``."""
-    return {f"{d}@wide_v1": labeled_all(s) for d, s in by_device(load_dataset(WIDE)).items()}
+    return {f"{d}@wide_v1": s for d, s in labeled_devices(WIDE).items()}
 
 
 def test_later_datasets_are_devices_of_their_own(encoder: GraphEncoder) -> None:
