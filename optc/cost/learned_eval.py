@@ -318,7 +318,7 @@ def retest_scores(
 def table(scores: Sequence[Score]) -> str:
     """A markdown table: one row per device and protocol, rho / MAPE per method (the
     retest floor last, where there is one)."""
-    methods = METHODS + tuple(m for m in (RETEST,) if any(s.method == m for s in scores))
+    methods = METHODS + ((RETEST,) if any(s.method == RETEST for s in scores) else ())
     head = "| device | protocol | " + " | ".join(f"{m} rho / MAPE" for m in methods) + " |"
     lines = [head, "|" + "---|" * (2 + len(methods))]
     keys = sorted({(s.device, s.protocol) for s in scores})
