@@ -1,0 +1,128 @@
+"""Per-kernel latencies of a graph on onnxruntime, from its own profiler.
+
+A whole-graph latency says how long a model took; a kernel profile says which of its
+kernels took it. The ceiling study (``benchmarks/latency_ceiling.py``) uses these
+finer labels to measure how much of the learned model's error comes from seeing only
+whole-graph sums. Kernels are onnxruntime's *after* its graph optimizations, so they
+name its fused ops (``FusedConv``, ``QuickGelu``, ``SkipLayerNormalization``) and its
+layout changes (``ReorderInput``): what really ran, not the graph as written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optc.errors import UserInputError
+from optc.ir import Graph
+from optc.latency.runners import feeds_for
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelTime:
+    """One kernel of a profiled run: onnxruntime's op, its tensor shapes, weight bytes
+    and median seconds over the timed runs."""
+
+    name: str
+    op: str
+    inputs: tuple[tuple[int, ...], ...]
+    outputs: tuple[tuple[int, ...], ...]
+    parameter_bytes: int
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelProfile:
+    """A graph's kernels and the median of its whole runs, both under the profiler
+    (which adds a little per kernel: compare runs with runs, not with plain timings)."""
+
+    kernels: tuple[KernelTime, ...]
+    run_s: float
+
+    @property
+    def kernel_sum_s(self) -> float:
+        return sum(k.seconds for k in self.kernels)
+
+
+def profile_onnxruntime(
+    graph: Graph, threads: int = 1, runs: int = 40, warmup: int = 10
+) -> KernelProfile:
+    """Run ``graph`` ``warmup + runs`` times in an onnxruntime CPU session (``threads``
+    intra-op threads, no spin-waiting, as the ``ort-*`` devices) with profiling on; the
+    median of each kernel over the last ``runs``."""
+    import onnxruntime as ort
+
+    from optc.frontend import to_onnx
+
+    if runs < 1 or warmup < 0:
+        raise UserInputError(f"profiling needs runs >= 1 and warmup >= 0, not {runs}, {warmup}")
+    feeds = feeds_for(graph)
+    with tempfile.TemporaryDirectory(prefix="optc-ort-profile-") as folder:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(folder) / "profile")
+        session = ort.InferenceSession(
+            to_onnx(graph).SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        for _ in range(warmup + runs):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    return _profile(events, skip=warmup)
+
+
+def _profile(events: list[dict[str, Any]], skip: int) -> KernelProfile:
+    """The kernels and runs of a profiler trace, the first ``skip`` runs dropped."""
+    durations: dict[str, list[float]] = defaultdict(list)
+    details: dict[str, dict[str, Any]] = {}
+    runs = []
+    for event in events:
+        if event.get("cat") == "Session" and event.get("name") == "model_run":
+            runs.append(event["dur"] * 1e-6)
+        elif event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            name = event["name"].removesuffix("_kernel_time")
+            durations[name].append(event["dur"] * 1e-6)
+            details[name] = event.get("args", {})
+    kernels = tuple(
+        KernelTime(
+            name=name,
+            op=str(details[name].get("op_name", "")),
+            inputs=_shapes(details[name].get("input_type_shape", [])),
+            outputs=_shapes(details[name].get("output_type_shape", [])),
+            parameter_bytes=int(details[name].get("parameter_size", 0) or 0),
+            # Each kernel runs once per run, so its list lines up with the runs'.
+            seconds=float(np.median(times[skip:] if len(times) > skip else times)),
+        )
+        for name, times in durations.items()
+    )
+    if not runs:
+        raise UserInputError("the onnxruntime profile holds no model run")
+    return KernelProfile(kernels, float(np.median(runs[skip:] if len(runs) > skip else runs)))
+
+
+def _shapes(typed: list[dict[str, list[int]]]) -> tuple[tuple[int, ...], ...]:
+    """``[{"float": [1, 3, 224, 224]}, ...]`` -> ``((1, 3, 224, 224), ...)``."""
+    return tuple(tuple(int(d) for d in next(iter(t.values()), [])) for t in typed)
+
+
+def kernel_flops(kernel: KernelTime) -> float:
+    """Multiply-adds x 2 for convolutions and matrix products, output elements for the
+    rest: enough to tell a kernel's size, which is what the ceiling study needs."""
+    out = math.prod(kernel.outputs[0]) if kernel.outputs and kernel.outputs[0] else 0
+    if len(kernel.inputs) > 1:
+        weight = kernel.inputs[1]
+        if "Conv" in kernel.op and len(weight) >= 3:
+            return 2.0 * out * math.prod(weight[1:])
+        if ("MatMul" in kernel.op or "Gemm" in kernel.op) and kernel.inputs[0]:
+            return 2.0 * out * kernel.inputs[0][-1]
+    return float(out)
