@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
+from types import ModuleType
 
+import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
 from optc.errors import UserInputError
 from optc.latency.arch import ArchSpec
@@ -82,3 +87,32 @@ def test_bad_run_counts_and_empty_traces_are_refused() -> None:
     with pytest.raises(UserInputError, match="no model run"):
         _profile([], skip=0)
 
+
+def ceiling_benchmark() -> ModuleType:
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "latency_ceiling.py"
+    spec = importlib.util.spec_from_file_location("latency_ceiling", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kernel_oracle_maps_kernel_sums_to_runs() -> None:
+    """``benchmarks/latency_ceiling.py``'s kernel oracle on real profiles of six small
+    CNNs: trees fitted on their kernels, the sum mapped to the runs' medians. Its own
+    measured kernels map back within 25 % (the map is two numbers for six graphs), and
+    the trees' sums rank the graphs as their runs do."""
+    bench = ceiling_benchmark()
+    specs = [
+        ArchSpec("cnn", {**CNN, "resolution": r, "stem": s}, 0)
+        for r, s in ((32, 8), (48, 8), (64, 16), (96, 16), (128, 24), (160, 32))
+    ]
+    profiles = [profile_onnxruntime(spec.build(), runs=20, warmup=5) for spec in specs]
+    runs = np.array([p.run_s for p in profiles])
+    oracle = bench.KernelOracle(profiles, runs)
+    mapped = oracle.predict(profiles, measured=True)
+    assert np.all(np.abs(mapped / runs - 1) < 0.25), (mapped, runs)
+    predicted = oracle.predict(profiles)
+    assert spearmanr(predicted, runs)[0] > 0.8, (predicted, runs)
+    folds = bench.folds(10, 3, seed=0)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(10))
