@@ -19,6 +19,7 @@ from optc.latency.kernel_profile import (
     _profile,
     kernel_flops,
     profile_onnxruntime,
+    profile_tvm,
 )
 
 CNN = {
@@ -64,6 +65,30 @@ def test_flops_of_convolution_and_matrix_kernels() -> None:
     assert kernel_flops(gemm) == 2 * 4 * 10 * 64
     relu = KernelTime("r", "Relu", ((2, 3, 5),), ((2, 3, 5),), 0, 1e-7)
     assert kernel_flops(relu) == math.prod((2, 3, 5))
+    # TVM's NHWC kernels: HWIO weights, and packed (O / o, H, W, I, o) ones.
+    hwio = KernelTime("t", "fused_conv2d1_add", ((1, 56, 56, 32), (1, 1, 32, 24)),
+                      ((1, 56, 56, 24),), 0, 1e-5)  # fmt: skip
+    assert kernel_flops(hwio) == 2 * 56 * 56 * 24 * 32
+    packed = KernelTime("p", "fused_conv2d_packed1_add", ((1, 56, 56, 24), (3, 1, 1, 24, 48)),
+                        ((1, 56, 56, 144),), 0, 1e-5)  # fmt: skip
+    assert kernel_flops(packed) == 2 * 56 * 56 * 144 * 24
+    depthwise = KernelTime("d", "fused_conv2d2_add4", ((1, 56, 56, 144), (3, 3, 1, 144)),
+                           ((1, 28, 28, 144),), 0, 1e-5)  # fmt: skip
+    assert kernel_flops(depthwise) == 2 * 28 * 28 * 144 * 9
+
+
+def test_tvm_profile_times_optc_builds_kernels() -> None:
+    """The same kind of profile from optc's TVM build: its fused functions, the NHWC
+    shapes they ran on, and a sum inside the run (the run adds the VM's own calls)."""
+    wider = {**CNN, "resolution": 64, "stem": 32,
+             "blocks": [["conv", 3, 1, 32, 1], ["conv", 3, 1, 64, 1]]}  # fmt: skip
+    found = profile_tvm(ArchSpec("cnn", wider, 0).build(), runs=5, warmup=2)
+    convs = [k for k in found.kernels if "conv2d" in k.op]
+    assert convs, [k.op for k in found.kernels]
+    assert not any(k.op[-1].isdigit() for k in found.kernels)  # variant numbers dropped
+    assert convs[0].inputs[0] == (1, 64, 64, 3)  # the stem reads the NHWC image
+    assert all(k.seconds > 0 for k in found.kernels)
+    assert 0 < found.kernel_sum_s <= found.run_s
 
 
 def test_profile_takes_the_median_after_warmup() -> None:

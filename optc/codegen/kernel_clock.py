@@ -31,14 +31,21 @@ class KernelClock:
     The hook is a method of this object, not a closure over module state: two clocks on
     two VMs of one process (the tuner's untuned and tuned builds) keep separate records."""
 
-    def __init__(self, executable: relax.VMExecutable, device: tvm.runtime.Device) -> None:
+    def __init__(
+        self, executable: relax.VMExecutable, device: tvm.runtime.Device, shapes: bool = False
+    ) -> None:
         self.vm = relax.VirtualMachine(executable, device)
         self._started: list[float] = []
         self._calls: dict[str, int] = {}
         self._times: dict[CallSite, float] = {}
+        self._record_shapes = shapes
+        self.shapes: dict[CallSite, tuple[tuple[int, ...], ...]] = {}
+        """With ``shapes``: each call site's argument shapes (inputs, then the outputs it
+        writes: TVM's kernels take their destinations last), read after the call's clock
+        stopped."""
         self.vm.set_instrument(tvm.runtime.convert(self._instrument))
 
-    def _instrument(self, _func: Any, symbol: str, before: bool, _ret: Any, *_args: Any) -> int:
+    def _instrument(self, _func: Any, symbol: str, before: bool, _ret: Any, *args: Any) -> int:
         if symbol.startswith(BUILTIN_PREFIX):
             return 0
         if before:
@@ -48,6 +55,10 @@ class KernelClock:
         index = self._calls.get(symbol, 0)
         self._calls[symbol] = index + 1
         self._times[(symbol, index)] = elapsed
+        if self._record_shapes:
+            self.shapes[(symbol, index)] = tuple(
+                tuple(int(d) for d in a.shape) for a in args if hasattr(a, "shape")
+            )
         return 0
 
     def run(self, args: Sequence[Any]) -> dict[CallSite, float]:

@@ -1,11 +1,12 @@
-"""Per-kernel latencies of a graph on onnxruntime, from its own profiler.
+"""Per-kernel latencies of a graph: onnxruntime's profiler, TVM's VM instrument hook.
 
 A whole-graph latency says how long a model took; a kernel profile says which of its
 kernels took it. The ceiling study (``benchmarks/latency_ceiling.py``) uses these
 finer labels to measure how much of the learned model's error comes from seeing only
-whole-graph sums. Kernels are onnxruntime's *after* its graph optimizations, so they
-name its fused ops (``FusedConv``, ``QuickGelu``, ``SkipLayerNormalization``) and its
-layout changes (``ReorderInput``): what really ran, not the graph as written.
+whole-graph sums. Kernels are what really ran, not the graph as written: onnxruntime's
+after its graph optimizations (``FusedConv``, ``QuickGelu``, ``SkipLayerNormalization``,
+layout changes such as ``ReorderInput``), optc's TVM build's fused functions
+(``fused_conv2d_add_relu``: ``optc.codegen.kernel_clock``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -81,6 +84,48 @@ def profile_onnxruntime(
     return _profile(events, skip=warmup)
 
 
+def profile_tvm(graph: Graph, threads: int = 1, runs: int = 40, warmup: int = 10) -> KernelProfile:
+    """Build ``graph`` as ``optc compile`` does for this host and time each kernel call
+    (``KernelClock``: about a microsecond of hook per call) over ``warmup + runs`` runs
+    on ``threads`` TVM threads; the median of each call site over the last ``runs``.
+    A kernel's ``op`` is its function's name without the numbering TVM gives variants;
+    TVM does not say which arguments are weights, so ``parameter_bytes`` is 0."""
+    import tvm
+
+    from optc.codegen import build, host_target
+    from optc.codegen.kernel_clock import KernelClock
+    from optc.latency.runners import TvmBuilds, set_tvm_threads
+
+    if runs < 1 or warmup < 0:
+        raise UserInputError(f"profiling needs runs >= 1 and warmup >= 0, not {runs}, {warmup}")
+    TvmBuilds()  # TVM's pool settings, before the first module runs
+    set_tvm_threads(threads)
+    device = tvm.cpu(0)
+    clock = KernelClock(build(graph, host_target()).executable, device, shapes=True)
+    args = [tvm.runtime.tensor(np.ascontiguousarray(a), device) for a in feeds_for(graph).values()]
+    sites: dict[tuple[str, int], list[float]] = defaultdict(list)
+    totals = []
+    for i in range(warmup + runs):
+        started = time.perf_counter()
+        times = clock.run(args)
+        if i >= warmup:
+            totals.append(time.perf_counter() - started)
+            for site, seconds in times.items():
+                sites[site].append(seconds)
+    kernels = tuple(
+        KernelTime(
+            name=f"{symbol}#{index}",
+            op=re.sub(r"\d+$", "", symbol),
+            inputs=clock.shapes[(symbol, index)][:-1],
+            outputs=clock.shapes[(symbol, index)][-1:],
+            parameter_bytes=0,
+            seconds=float(np.median(seconds)),
+        )
+        for (symbol, index), seconds in sites.items()
+    )
+    return KernelProfile(kernels, float(np.median(totals)))
+
+
 def _profile(events: list[dict[str, Any]], skip: int) -> KernelProfile:
     """The kernels and runs of a profiler trace, the first ``skip`` runs dropped."""
     durations: dict[str, list[float]] = defaultdict(list)
@@ -119,10 +164,20 @@ def kernel_flops(kernel: KernelTime) -> float:
     """Multiply-adds x 2 for convolutions and matrix products, output elements for the
     rest: enough to tell a kernel's size, which is what the ceiling study needs."""
     out = math.prod(kernel.outputs[0]) if kernel.outputs and kernel.outputs[0] else 0
+    op = kernel.op.lower()  # onnxruntime's ``FusedConv``, TVM's ``fused_conv2d_add``
     if len(kernel.inputs) > 1:
         weight = kernel.inputs[1]
-        if "Conv" in kernel.op and len(weight) >= 3:
-            return 2.0 * out * math.prod(weight[1:])
-        if ("MatMul" in kernel.op or "Gemm" in kernel.op) and kernel.inputs[0]:
+        if "conv" in op and len(weight) >= 3:
+            return 2.0 * out * math.prod(weight) / _output_channels(weight, kernel.outputs[0])
+        if ("matmul" in op or "gemm" in op) and kernel.inputs[0]:
             return 2.0 * out * kernel.inputs[0][-1]
     return float(out)
+
+
+def _output_channels(weight: tuple[int, ...], out: tuple[int, ...]) -> int:
+    """The output-channel count a weight serves: its first axis in onnxruntime's OIHW
+    (matching the NCHW output's channel axis), else the NHWC output's last axis (TVM's
+    HWIO weights and its packed ``(O / o, H, W, I, o)`` ones)."""
+    if len(out) > 1 and weight[0] == out[1]:
+        return max(weight[0], 1)
+    return max(out[-1], 1) if out else 1
