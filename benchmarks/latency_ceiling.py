@@ -9,27 +9,33 @@ cost and what the information itself cannot give:
 - **graph oracles**: every row of the device but one fold (10-fold cross-validation,
   about 190 graphs) instead of 10: a ridge and extra-trees on the learned model's graph
   features (``GraphEncoder``), predicting ``ln(latency) - ln(prior)``.
-- **kernel oracle** (onnxruntime devices, ``--kernel-device``): the same folds, but
-  with the *per-kernel* latencies of the training graphs from onnxruntime's profiler
-  (``optc.latency.kernel_profile``): gradient-boosted trees predict each kernel of a
-  held-out graph from its op and shapes; the graph's latency is a least-squares map
-  of the kernel sum and kernel count (fitted on the training graphs, relative error).
+- **kernel oracle** (``--kernel-device``: an onnxruntime or TVM device): the same
+  folds, but with the *per-kernel* latencies of the training graphs
+  (``optc.latency.kernel_profile``: onnxruntime's profiler, or TVM's VM hook on optc's
+  build): gradient-boosted trees predict each kernel of a held-out graph from its
+  name's words and its shapes; the graph's latency is a least-squares map of the
+  kernel sum and kernel count (fitted on the training graphs, relative error).
   ``kernels measured`` maps the held-out graph's own measured kernels, which says
-  what that map alone costs.
+  what that map alone costs. The held-out graph's kernels are taken from its profile:
+  the oracle knows how the runtime splits a graph into kernels, which a predictor of
+  an unseen graph would have to work out.
 - **host-real**: the same predictors fitted on every meta-training row of the device
   predict the real models of ``host_real_v2`` (none of them in training).
 
     python benchmarks/latency_ceiling.py                 # all devices, kernels of ort-1t
     python benchmarks/latency_ceiling.py --kernel-device ort-2t --devices ort-2t
+    TVM_BIND_THREADS=1 python benchmarks/latency_ceiling.py --kernel-device tvm-1t \
+        --devices tvm-1t
 
-Profiling runs each graph 50 times in onnxruntime (about 3 minutes for ort-1t's 218
-graphs). Needs scikit-learn (the ``models`` extra).
+Profiling runs each graph 50 times: about 2 minutes for onnxruntime's 218 graphs, more
+for TVM, which builds each first. Needs scikit-learn (the ``models`` extra).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,10 +56,18 @@ from optc.latency.kernel_profile import (
     KernelTime,
     kernel_flops,
     profile_onnxruntime,
+    profile_tvm,
 )
 
 DATA = Path(__file__).resolve().parents[1] / "optc" / "latency" / "data"
-THREADS = {"ort-1t": 1, "ort-2t": 2}
+Profiler = Callable[..., KernelProfile]
+PROFILERS: dict[str, tuple[Profiler, int]] = {
+    "ort-1t": (profile_onnxruntime, 1),
+    "ort-2t": (profile_onnxruntime, 2),
+    "tvm-1t": (profile_tvm, 1),
+    "tvm-2t": (profile_tvm, 2),
+}
+"""The devices whose kernels can be profiled: the profiler and its thread count."""
 Fitter = Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]
 
 
@@ -76,8 +90,14 @@ def graph_oracle(kind: str) -> Fitter:
     return fit
 
 
-def kernel_vector(kernel: KernelTime, ops: Sequence[str]) -> list[float]:
-    """A kernel's op (one-hot over ``ops``) and the logs of its sizes."""
+def op_tokens(op: str) -> list[str]:
+    """The words of a kernel's name: onnxruntime's op (``FusedConv``) is one, TVM's
+    fused function (``fused_conv2d_packed1_add_relu``) several, variant numbers dropped."""
+    return [t for t in re.split(r"[_\d]+", op) if t]
+
+
+def kernel_vector(kernel: KernelTime, tokens: Sequence[str]) -> list[float]:
+    """A kernel's name (counts of ``tokens``) and the logs of its sizes."""
 
     def dims(shapes: tuple[tuple[int, ...], ...], i: int) -> list[float]:
         shape = shapes[i] if i < len(shapes) else ()
@@ -87,9 +107,10 @@ def kernel_vector(kernel: KernelTime, ops: Sequence[str]) -> list[float]:
         padded = (1,) * (4 - len(shape)) + tuple(shape)
         return [math.log1p(d) for d in padded]
 
+    words = op_tokens(kernel.op)
     out_elements = math.prod(kernel.outputs[0]) if kernel.outputs else 0
     return (
-        [float(kernel.op == op) for op in ops]
+        [float(words.count(t)) for t in tokens]
         + dims(kernel.inputs, 0)
         + dims(kernel.inputs, 1)
         + dims(kernel.outputs, 0)
@@ -108,8 +129,8 @@ class KernelOracle:
     def __init__(self, profiles: Sequence[KernelProfile], latency: np.ndarray) -> None:
         from sklearn.ensemble import HistGradientBoostingRegressor
 
-        self.ops = sorted({k.op for p in profiles for k in p.kernels})
-        x = np.array([kernel_vector(k, self.ops) for p in profiles for k in p.kernels])
+        self.tokens = sorted({t for p in profiles for k in p.kernels for t in op_tokens(k.op)})
+        x = np.array([kernel_vector(k, self.tokens) for p in profiles for k in p.kernels])
         y = np.array([k.seconds for p in profiles for k in p.kernels])
         # Half a microsecond: the profiler's resolution is one, and log(0) is not a label.
         self.trees = HistGradientBoostingRegressor(
@@ -120,7 +141,7 @@ class KernelOracle:
         )
 
     def kernel_sum(self, profile: KernelProfile) -> float:
-        x = np.array([kernel_vector(k, self.ops) for k in profile.kernels])
+        x = np.array([kernel_vector(k, self.tokens) for k in profile.kernels])
         return float(np.sum(np.exp(self.trees.predict(x)) - 5e-7))
 
     def predict(self, profiles: Sequence[KernelProfile], measured: bool = False) -> np.ndarray:
@@ -151,11 +172,12 @@ def cross_validated(
     return predicted
 
 
-def profiles_of(samples: Sequence[Labeled], threads: int, runs: int) -> list[KernelProfile]:
+def profiles_of(samples: Sequence[Labeled], device: str, runs: int) -> list[KernelProfile]:
+    profile, threads = PROFILERS[device]
     started = time.perf_counter()
     profiles = []
     for i, sample in enumerate(samples):
-        profiles.append(profile_onnxruntime(sample.load(), threads=threads, runs=runs))
+        profiles.append(profile(sample.load(), threads=threads, runs=runs))
         if (i + 1) % 50 == 0:
             print(f"  profiled {i + 1}/{len(samples)} ({time.perf_counter() - started:.0f} s)")
     return profiles
@@ -176,11 +198,11 @@ def graph_cell(fit: Fitter, data: DeviceRows, count: int, seed: int) -> str:
 
 
 def kernel_study(
-    data: DeviceRows, held: DeviceRows | None, threads: int, args: argparse.Namespace
+    data: DeviceRows, held: DeviceRows | None, device: str, args: argparse.Namespace
 ) -> tuple[list[str], list[str]]:
     """The kernel oracle's cells (kernels measured, kernel oracle): cross-validated on
     the device's rows, and fitted on all of them for the host's real models."""
-    profiles = profiles_of(data.samples, threads, args.runs)
+    profiles = profiles_of(data.samples, device, args.runs)
     cells = []
     for measured in (True, False):
 
@@ -195,7 +217,7 @@ def kernel_study(
     if held is None:
         return cells, []
     oracle = KernelOracle(profiles, data.latency)
-    real_profiles = profiles_of(held.samples, threads, args.runs)
+    real_profiles = profiles_of(held.samples, device, args.runs)
     real_cells = [
         cell(oracle.predict(real_profiles, measured), held.latency) for measured in (True, False)
     ]
@@ -208,7 +230,7 @@ def main() -> None:
     parser.add_argument("--retest", type=Path, default=DATA / "meta_train_v2_retest.jsonl.gz")
     parser.add_argument("--host", type=Path, default=DATA / "host_real_v2.jsonl.gz")
     parser.add_argument("--devices", default="", help="comma-separated (default: all)")
-    parser.add_argument("--kernel-device", default="ort-1t", choices=[*THREADS, "none"])
+    parser.add_argument("--kernel-device", default="ort-1t", choices=[*PROFILERS, "none"])
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--runs", type=int, default=40, help="profiled runs per graph")
     parser.add_argument("--seed", type=int, default=0)
@@ -243,7 +265,7 @@ def main() -> None:
             if held
         ]
         if device == args.kernel_device:
-            kernel_cells, kernel_real = kernel_study(data, held, THREADS[device], args)
+            kernel_cells, kernel_real = kernel_study(data, held, device, args)
             cells += kernel_cells
             real_cells += kernel_real
         print(f"| {device} | {len(data.samples)} (10-fold) | " + " | ".join(cells) + " |")
