@@ -25,7 +25,7 @@ import numpy as np
 
 from optc.errors import UserInputError
 from optc.ir import Graph
-from optc.latency.runners import feeds_for
+from optc.latency.runners import feeds_for, ort_options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,15 +64,10 @@ def profile_onnxruntime(
 
     from optc.frontend import to_onnx
 
-    if runs < 1 or warmup < 0:
-        raise UserInputError(f"profiling needs runs >= 1 and warmup >= 0, not {runs}, {warmup}")
+    _check_runs(runs, warmup)
     feeds = feeds_for(graph)
     with tempfile.TemporaryDirectory(prefix="optc-ort-profile-") as folder:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
+        options = ort_options(threads)
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(folder) / "profile")
         session = ort.InferenceSession(
@@ -96,8 +91,7 @@ def profile_tvm(graph: Graph, threads: int = 1, runs: int = 40, warmup: int = 10
     from optc.codegen.kernel_clock import KernelClock
     from optc.latency.runners import TvmBuilds, set_tvm_threads
 
-    if runs < 1 or warmup < 0:
-        raise UserInputError(f"profiling needs runs >= 1 and warmup >= 0, not {runs}, {warmup}")
+    _check_runs(runs, warmup)
     TvmBuilds()  # TVM's pool settings, before the first module runs
     set_tvm_threads(threads)
     device = tvm.cpu(0)
@@ -146,13 +140,23 @@ def _profile(events: list[dict[str, Any]], skip: int) -> KernelProfile:
             outputs=_shapes(details[name].get("output_type_shape", [])),
             parameter_bytes=int(details[name].get("parameter_size", 0) or 0),
             # Each kernel runs once per run, so its list lines up with the runs'.
-            seconds=float(np.median(times[skip:] if len(times) > skip else times)),
+            seconds=_median_after(times, skip),
         )
         for name, times in durations.items()
     )
     if not runs:
         raise UserInputError("the onnxruntime profile holds no model run")
-    return KernelProfile(kernels, float(np.median(runs[skip:] if len(runs) > skip else runs)))
+    return KernelProfile(kernels, _median_after(runs, skip))
+
+
+def _median_after(values: list[float], skip: int) -> float:
+    """The median without the first ``skip`` values (all of them if that leaves none)."""
+    return float(np.median(values[skip:] if len(values) > skip else values))
+
+
+def _check_runs(runs: int, warmup: int) -> None:
+    if runs < 1 or warmup < 0:
+        raise UserInputError(f"profiling needs runs >= 1 and warmup >= 0, not {runs}, {warmup}")
 
 
 def _shapes(typed: list[dict[str, list[int]]]) -> tuple[tuple[int, ...], ...]:

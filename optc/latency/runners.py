@@ -132,13 +132,23 @@ class OrtRunner:
         model = to_onnx(graph).SerializeToString()
         if self.int8:
             model = _quantize_dynamic(model)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3  # the quantized graphs' benign warnings
-        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            model, ort_options(self.threads), providers=["CPUExecutionProvider"]
+        )
         return lambda: session.run(None, dict(feeds))
+
+
+def ort_options(threads: int) -> Any:
+    """The ``ort-*`` devices' session options: ``threads`` intra-op threads, one
+    inter-op thread, no spin-waiting, warnings off (the quantized graphs' are benign)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
 
 
 def _quantize_dynamic(model: bytes) -> bytes:
