@@ -55,7 +55,7 @@ class KernelClock:
         index = self._calls.get(symbol, 0)
         self._calls[symbol] = index + 1
         self._times[(symbol, index)] = elapsed
-        if self._record_shapes:
+        if self._record_shapes and (symbol, index) not in self.shapes:  # same every run
             self.shapes[(symbol, index)] = tuple(
                 tuple(int(d) for d in a.shape) for a in args if hasattr(a, "shape")
             )
